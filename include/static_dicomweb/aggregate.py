@@ -1,0 +1,179 @@
+"""Index aggregation: series, study and root indexes from the instances in a site.
+
+Incremental: a touched series rebuilds its own indexes from its instances'
+metadata, then its study's indexes from the study's series records, then the
+root ``studies`` and ``series`` are merged row by row.  Nothing else is read
+or written.  Everything runs under the store's lock, and every index is
+written after the objects it names, the manifest last.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+from collections.abc import Sequence
+
+from . import __version__, keys, multipart
+from .dicomjson import JsonDict, decode, encode, first, gzip_bytes
+from .errors import KeyNotFoundError
+from .profiles import Profile
+from .qido import (SERIES_UID, STUDY_UID, instance_row, series_row, sort_key_instance,
+                   sort_key_series, study_row)
+from .reader import SYNTAXES
+from .store import Slice, Store
+from .thumbnail import decode_frame, render
+
+log = logging.getLogger(__name__)
+LAYOUT_VERSION = "1"
+
+
+def _put_json(store: Store, spec: keys.ObjectSpec, obj: object) -> None:
+    data = encode(obj)
+    store.put(spec, [gzip_bytes(data) if spec.content_encoding == keys.GZIP else data])
+
+
+def _get_json(store: Store, key: str) -> object:
+    return decode(store.get(key))
+
+
+def aggregate(store: Store, touched: Sequence[tuple[str, str]], profile: Profile,
+              report: JsonDict | None = None) -> None:
+    """Rebuild the indexes that ``touched`` (study, series) pairs change, then the manifest."""
+    with store.lock():
+        studies = sorted({study for study, _ in touched})
+        for study, series in touched:
+            aggregate_series(store, study, series, profile)
+        updated = {study: aggregate_study(store, study) for study in studies}
+        aggregate_roots(store, updated)
+        if report is not None:
+            store.put(keys.conversion_report(), [encode(report)])
+        write_manifest(store, profile)
+
+
+def series_instance_metadata(store: Store, study: str, series: str) -> list[JsonDict]:
+    """The metadata of every complete instance of a series, in instance order."""
+    metas = []
+    for sop in store.children(f"studies/{study}/series/{series}/instances/"):
+        try:
+            metas.append(_get_json(store, keys.instance_metadata(study, series, sop).key)[0])  # type: ignore[index]
+        except KeyNotFoundError:
+            log.debug("instance %s of series %s is incomplete; left for its writer", sop, series)
+    return sorted(metas, key=sort_key_instance)
+
+
+def aggregate_series(store: Store, study: str, series: str, profile: Profile) -> None:
+    """Write a series' metadata, instance index, Part 10 retrieve, thumbnail and record."""
+    metas = series_instance_metadata(store, study, series)
+    if not metas:
+        return
+    rows = [instance_row(m) for m in metas]
+    if profile.series_p10:
+        _write_series_p10(store, study, series, [first(m, "00080018") for m in metas])
+    _write_thumbnail(store, study, series, metas)
+    _put_json(store, keys.series_metadata(study, series), metas)
+    _put_json(store, keys.series_instances(study, series), rows)
+    _put_json(store, keys.series_record(study, series), {"row": series_row(metas), "instances": rows})
+
+
+def _write_series_p10(store: Store, study: str, series: str, sops: Sequence[str]) -> None:
+    spec = keys.series(study, series)
+    boundary = keys.boundary_for(spec.key)
+    pieces: list[bytes | Slice] = []
+    for index, sop in enumerate(sops):
+        key = keys.instance(study, series, sop).key
+        head, tail = multipart.p10_part_span(key)
+        pieces += [multipart.part_head(boundary, "application/dicom", first=index == 0),
+                   Slice(key, head, tail)]
+    pieces.append(multipart.closing(boundary))
+    store.put(spec, pieces)
+
+
+def _write_thumbnail(store: Store, study: str, series: str, metas: Sequence[JsonDict]) -> None:
+    imaged = [m for m in metas if "7FE00010" in m]
+    if not imaged:
+        return
+    meta = imaged[len(imaged) // 2]
+    spec = keys.frame(study, series, first(meta, "00080018"), 1, "", "")
+    headers = store.headers(spec.key)
+    if headers is None:
+        return
+    try:
+        (part_headers, payload), *_ = multipart.split(store.get(spec.key), headers["Content-Type"])
+        syntax = str(first(meta, "00020010"))
+        native = SYNTAXES[syntax].native if syntax in SYNTAXES else True
+        frame_ts = "1.2.840.10008.1.2.1" if native else syntax
+        picture = render(meta, decode_frame(meta, payload, frame_ts, native))
+    except (ValueError, RuntimeError, NotImplementedError, KeyError, AttributeError,
+            TypeError) as exc:
+        log.warning("no thumbnail for series %s: %s", series, exc)
+        return
+    store.put(keys.series_thumbnail(study, series), [picture])
+
+
+def _concat_json_arrays(bodies: Sequence[bytes]) -> bytes:
+    inner = [gzip.decompress(b)[1:-1] for b in bodies]
+    return b"[" + b",".join(i for i in inner if i) + b"]"
+
+
+def aggregate_study(store: Store, study: str) -> tuple[JsonDict, list[JsonDict]]:
+    """Write a study's series and instance indexes, metadata and thumbnail.
+
+    Returns
+    -------
+    tuple
+        The study's row of ``studies`` and its rows of ``series``.
+    """
+    records = []
+    for name in store.children(f"{keys.SITE_PREFIX}series/{study}/"):
+        if name.endswith(".json"):
+            series = name[: -len(".json")]
+            records.append(_get_json(store, keys.series_record(study, series).key))
+    records.sort(key=lambda r: sort_key_series(r["row"]))  # type: ignore[index]
+    series_rows = [r["row"] for r in records]  # type: ignore[index]
+    _put_json(store, keys.study_series(study), series_rows)
+    _put_json(store, keys.study_instances(study), [i for r in records for i in r["instances"]])  # type: ignore[index]
+    bodies = [store.get(keys.series_metadata(study, first(r, SERIES_UID)).key) for r in series_rows]
+    store.put(keys.study_metadata(study), [gzip_bytes(_concat_json_arrays(bodies))])
+    for row in series_rows:
+        thumb = keys.series_thumbnail(study, first(row, SERIES_UID))
+        if store.headers(thumb.key) is not None:
+            store.put(keys.study_thumbnail(study), [Slice(thumb.key)])
+            break
+    return study_row(series_rows), series_rows
+
+
+def _load_rows(store: Store, key: str) -> list[JsonDict]:
+    if store.headers(key) is None:
+        return []
+    return list(_get_json(store, key))  # type: ignore[call-overload]
+
+
+def aggregate_roots(store: Store, updated: dict[str, tuple[JsonDict, list[JsonDict]]]) -> None:
+    """Merge the updated studies' rows into the root ``studies`` and ``series``."""
+    studies = [r for r in _load_rows(store, "studies") if first(r, STUDY_UID) not in updated]
+    studies += [row for row, _ in updated.values()]
+    studies.sort(key=lambda r: first(r, STUDY_UID))
+    series = [r for r in _load_rows(store, "series") if first(r, STUDY_UID) not in updated]
+    series += [r for _, rows in updated.values() for r in rows]
+    series.sort(key=lambda r: (first(r, STUDY_UID), *sort_key_series(r)))
+    _put_json(store, keys.all_series(), series)
+    _put_json(store, keys.studies(), studies)
+
+
+def write_manifest(store: Store, profile: Profile) -> JsonDict:
+    """Write the manifest (counts and index checksums), last of all objects."""
+    studies = _load_rows(store, "studies")
+    indexes = {key: hashlib.sha256(store.get(key)).hexdigest() for key in ("studies", "series")
+               if store.headers(key) is not None}
+    manifest: JsonDict = {
+        "generator": {"name": "static-dicomweb", "version": __version__},
+        "layout": LAYOUT_VERSION,
+        "profile": profile.name,
+        "counts": {"studies": len(studies),
+                   "series": sum(first(r, "00201206", 0) for r in studies),
+                   "instances": sum(first(r, "00201208", 0) for r in studies)},
+        "indexes_sha256": indexes,
+    }
+    store.put(keys.manifest(), [encode(manifest)])
+    return manifest

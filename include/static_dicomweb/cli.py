@@ -1,0 +1,158 @@
+"""The ``static-dicomweb`` command line: convert, serve, validate, sample.
+
+Exit codes (the same for every verb):
+
+0  success: every input converted / the site conforms
+1  done, with findings: some inputs were rejected (the rest is in the site and
+   the report lists each rejected file and why), or the site does not conform
+2  usage error (bad arguments)
+3  failure: the destination or site could not be written or read
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import StaticDicomwebError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_FAILURE = 0, 1, 2, 3
+log = logging.getLogger("static_dicomweb")
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert
+    from .store import open_store
+
+    store = open_store(args.out, endpoint_url=args.endpoint_url)
+    result = convert(args.inputs, store, profile=args.profile, workers=args.workers,
+                     progress=not args.quiet and sys.stderr.isatty())
+    series = len({(w.study, w.series) for w in result.written})
+    print(f"converted {len(result.written)} instances in {series} series into {store.url} "
+          f"in {result.seconds:.1f} s", file=sys.stderr)
+    for rejected in result.rejected:
+        print(f"rejected {rejected.path}: {rejected.reason}", file=sys.stderr)
+    if result.rejected:
+        print(f"{len(result.rejected)} file(s) rejected; listed in _site/conversion-report.json",
+              file=sys.stderr)
+    return EXIT_OK if result.ok else EXIT_FINDINGS
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import make_server
+
+    server = make_server(args.dest, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"serving {args.dest} at http://{host}:{port}/ (DICOMweb root; Ctrl-C stops)",
+          file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .dicomjson import encode
+    from .validate import validate
+
+    report = validate(args.site, decode_frames=not args.no_decode, keep=not args.no_keep)
+    if args.report:
+        Path(args.report).write_bytes(encode(report.to_json()))
+    for finding in report.findings:
+        print(f"{finding.severity}: {finding.key}: {finding.message}", file=sys.stderr)
+    checked = ", ".join(f"{n} {what}" for what, n in sorted(report.checked.items()))
+    verdict = "conforms" if report.ok else f"does NOT conform ({len(report.findings)} findings)"
+    print(f"{report.site} {verdict}; checked {checked}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from .sample import SampleSpec, generate_sample
+
+    spec = SampleSpec(patients=args.patients, slices=args.slices, rows=args.rows,
+                      columns=args.rows, seed=args.seed)
+    files = generate_sample(Path(args.out), spec)
+    print(f"wrote {len(files)} synthetic CT files under {args.out}", file=sys.stderr)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to render ``--help`` in the docs)."""
+    parser = argparse.ArgumentParser(
+        prog="static-dicomweb",
+        description="Turn DICOM Part 10 files into a static DICOMweb site (a folder or S3) "
+                    "that OHIF, 3D Slicer, dicomweb-client and MONAI Label read with plain GETs.",
+        epilog="Exit codes: 0 ok; 1 inputs rejected or site not conforming; 2 usage; 3 failure.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    conv = verbs.add_parser("convert", help="convert Part 10 files into a site",
+                            description="Convert Part 10 files and folders into a static DICOMweb "
+                                        "site. Rerunning is idempotent; new series are added.")
+    conv.add_argument("inputs", nargs="+", metavar="INPUT", help="Part 10 files or folders")
+    conv.add_argument("--out", required=True, metavar="DEST", help="site folder (or s3://bucket/prefix)")
+    conv.add_argument("--workers", type=int, default=1, metavar="N", help="parallel processes (default 1)")
+    conv.add_argument("--profile", default="default", choices=["default", "viewer", "full"],
+                      help="which objects to write (docs/site-layout.md; default: default)")
+    conv.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
+    conv.set_defaults(run=_convert)
+
+    srv = verbs.add_parser("serve", help="serve a site folder over HTTP exactly as S3 would",
+                           description="Serve a site folder over HTTP: stored bytes and headers, "
+                                       "CORS for browser viewers.")
+    srv.add_argument("dest", metavar="DEST", help="site folder")
+    srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
+    srv.set_defaults(run=_serve)
+
+    val = verbs.add_parser("validate", help="check a site against the DICOMweb standard",
+                           description="Check every object of a site (folder or http(s) URL); "
+                                       "exit 0 only when it conforms.")
+    val.add_argument("site", metavar="URL_OR_DEST", help="site folder or DICOMweb base URL")
+    val.add_argument("--report", metavar="FILE", help="also write the JSON report here")
+    val.add_argument("--no-decode", action="store_true", help="do not decode frames (faster)")
+    val.add_argument("--no-keep", action="store_true",
+                     help="do not store the report in the site (_site/validation-report.json)")
+    val.set_defaults(run=_validate)
+
+    smp = verbs.add_parser("sample", help="write a synthetic CT data set (with a spine)",
+                           description="Write a deterministic synthetic CT data set: several "
+                                       "patients, studies and series, several transfer syntaxes, "
+                                       "a multi-frame instance.")
+    smp.add_argument("out", metavar="OUT", help="folder to write into")
+    smp.add_argument("--patients", type=int, default=2, help="patients (default 2)")
+    smp.add_argument("--slices", type=int, default=24, help="slices per volume (default 24)")
+    smp.add_argument("--rows", type=int, default=128, help="rows and columns (default 128)")
+    smp.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    smp.set_defaults(run=_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.INFO, logging.INFO, logging.DEBUG)[
+        min(args.verbose, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose == 0 and not args.quiet:
+        logging.getLogger("static_dicomweb").setLevel(logging.WARNING)
+    if getattr(args, "workers", 1) < 1:
+        parser.error("--workers must be at least 1")
+    try:
+        return int(args.run(args))
+    except StaticDicomwebError as exc:
+        print(f"static-dicomweb: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"static-dicomweb: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -1,0 +1,241 @@
+"""Conversion: input files → the per-instance objects of a site, then the indexes.
+
+One file is one transaction: it is read and checked completely, it claims its
+SOP Instance UID (a site never silently replaces an instance with different
+content), then its objects are written.  Rerunning writes the same keys with
+the same bytes.  Aggregation (``aggregate.py``) runs after every file.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import keys, multipart
+from .aggregate import aggregate
+from .dicomjson import JsonDict, dataset_to_json, decode, encode, gzip_bytes
+from .errors import ConflictError, RejectedInstanceError
+from .profiles import Profile, get_profile
+from .reader import SourceInstance, read_instance
+from .store import Store
+from .thumbnail import render
+
+log = logging.getLogger(__name__)
+
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+
+
+@dataclass(frozen=True)
+class Written:
+    """One instance now in the site."""
+
+    path: str
+    study: str
+    series: str
+    sop: str
+    sha256: str
+    frames: int
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One input file that was not converted, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class ConversionResult:
+    """What a conversion did: counts for logs and XCom, rejections for the report."""
+
+    written: list[Written] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when no file was rejected."""
+        return not self.rejected
+
+    def report(self) -> JsonDict:
+        """The conversion report kept with the site (``_site/conversion-report.json``)."""
+        series = sorted({f"{w.study}/{w.series}" for w in self.written})
+        return {"instances": len(self.written), "series": series,
+                "rejected": [{"path": r.path, "reason": r.reason} for r in self.rejected],
+                "skipped": self.skipped}
+
+
+def collect_files(inputs: Iterable[str | Path]) -> list[Path]:
+    """Every file named by ``inputs`` (folders walked), sorted, without duplicates."""
+    found: set[Path] = set()
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for folder, dirs, files in os.walk(path):
+                dirs[:] = [d for d in dirs if not d.startswith(".")]
+                found.update(Path(folder, f) for f in files if not f.startswith("."))
+        else:
+            found.add(path)
+    return sorted(found)
+
+
+class InstanceWriter:
+    """Writes the objects of single instances to one store under one profile."""
+
+    def __init__(self, store: Store, profile: Profile) -> None:
+        self.store = store
+        self.profile = profile
+
+    def __call__(self, path: Path) -> Written | Rejected:
+        """Convert one file; every problem becomes a :class:`Rejected`."""
+        try:
+            return self.write(read_instance(path))
+        except RejectedInstanceError as exc:
+            log.warning("rejected %s: %s", path, exc.reason)
+            return Rejected(str(path), exc.reason)
+
+    def write(self, inst: SourceInstance) -> Written:
+        """Claim the SOP Instance UID, then write every object of ``inst``."""
+        if inst.sop_class == DICOMDIR_CLASS:
+            raise RejectedInstanceError(inst.path, "a DICOMDIR (media directory), not an instance")
+        self._claim(inst)
+        store, s, se, i = self.store, inst.study, inst.series, inst.sop
+        meta = self.metadata(inst)
+        for number, data in enumerate(inst.frames, start=1):
+            spec = keys.frame(s, se, i, number, inst.syntax.media_type, inst.syntax.frame_syntax)
+            part_type = f"{inst.syntax.media_type}; transfer-syntax={inst.syntax.frame_syntax}"
+            store.put(spec, multipart.single(spec, part_type, data))
+        if self.profile.instance_p10:
+            spec = keys.instance(s, se, i)
+            store.put(spec, multipart.single(spec, "application/dicom", inst.p10))
+        if self.profile.instance_thumbnails and inst.frames:
+            from .thumbnail import decode_frame
+
+            pixels = decode_frame(meta, inst.frames[0], inst.syntax.frame_syntax, inst.syntax.native)
+            store.put(keys.instance_thumbnail(s, se, i), [render(meta, pixels)])
+        store.put(keys.instance_metadata(s, se, i), [gzip_bytes(encode([meta]))])
+        return Written(inst.path, s, se, i, inst.sha256, len(inst.frames))
+
+    def _claim(self, inst: SourceInstance) -> None:
+        record = {"sha256": inst.sha256, "study": inst.study, "series": inst.series,
+                  "source": os.path.basename(inst.path), "size": len(inst.p10)}
+        existing = self.store.put_if_absent(keys.instance_record(inst.sop), encode(record))
+        if existing is not None:
+            old = decode(existing)
+            if old.get("sha256") != inst.sha256:
+                raise ConflictError(
+                    inst.path, f"SOP Instance UID {inst.sop} is already in the site with "
+                    f"different content (sha256 {str(old.get('sha256'))[:12]}… from "
+                    f"{old.get('source')}); not replaced")
+
+    def metadata(self, inst: SourceInstance) -> JsonDict:
+        """The instance's WADO-RS metadata; large binary values become bulk data objects."""
+        s, se, i = inst.study, inst.series, inst.sop
+        series_key = f"studies/{s}/series/{se}"
+
+        def bulk(tag_path: str, data: bytes) -> str:
+            if tag_path == "7fe00010" and inst.number_of_frames == 1 and inst.frames:
+                spec = keys.frame(s, se, i, 1, inst.syntax.media_type, inst.syntax.frame_syntax)
+            else:
+                spec = keys.bulkdata(s, se, i, tag_path)
+                self.store.put(spec, multipart.single(spec, "application/octet-stream", data))
+            return keys.bulkdata_uri(series_key, spec.key)
+
+        meta = dataset_to_json(inst.dataset, bulk)
+        meta["00020010"] = {"vr": "UI", "Value": [inst.syntax.uid]}
+        return dict(sorted(meta.items()))
+
+
+def _pool_init(store: Store, profile: Profile) -> None:
+    global _WORKER
+    _WORKER = InstanceWriter(store, profile)
+
+
+_WORKER: InstanceWriter | None = None
+
+
+def _pool_run(path: Path) -> Written | Rejected:
+    assert _WORKER is not None
+    return _WORKER(path)
+
+
+def _run(files: Sequence[Path], store: Store, profile: Profile,
+         workers: int) -> Iterator[Written | Rejected]:
+    if workers <= 1 or len(files) < 2:
+        writer = InstanceWriter(store, profile)
+        yield from (writer(f) for f in files)
+        return
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(workers, initializer=_pool_init, initargs=(store, profile)) as pool:
+        chunk = max(1, min(16, len(files) // (workers * 8)))
+        yield from pool.imap_unordered(_pool_run, files, chunksize=chunk)
+
+
+def convert(inputs: Iterable[str | Path], store: Store, *, profile: str | Profile = "default",
+            workers: int = 1, progress: bool = False) -> ConversionResult:
+    """Convert Part 10 files into a site in ``store``.
+
+    Parameters
+    ----------
+    inputs
+        Files and folders (walked recursively; hidden entries skipped).
+    store
+        The site's store.
+    profile
+        Which optional objects to write (:mod:`static_dicomweb.profiles`).
+    workers
+        Processes that read and write instances in parallel.
+    progress
+        Show a progress bar on standard error.
+
+    Returns
+    -------
+    ConversionResult
+        Written and rejected files.  The conversion report and the manifest
+        are in the site when this returns.
+    """
+    started = time.perf_counter()
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    files = collect_files(inputs)
+    log.info("converting %d files into %s (profile %s, %d workers)", len(files), store.url,
+             prof.name, workers)
+    result = ConversionResult()
+    bar = _progress(len(files), progress)
+    for outcome in _run(files, store, prof, workers):
+        if isinstance(outcome, Written):
+            result.written.append(outcome)
+        else:
+            result.rejected.append(outcome)
+        bar.update(1)
+    bar.close()
+    result.written.sort(key=lambda w: (w.study, w.series, w.sop))
+    result.rejected.sort(key=lambda r: r.path)
+    touched = sorted({(w.study, w.series) for w in result.written})
+    aggregate(store, touched, prof, report=result.report())
+    result.seconds = time.perf_counter() - started
+    log.info("converted %d instances of %d series in %.2f s; %d rejected", len(result.written),
+             len(touched), result.seconds, len(result.rejected))
+    return result
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _progress(total: int, show: bool) -> _NoBar:
+    if not show:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", desc="convert", leave=False)  # type: ignore[return-value]

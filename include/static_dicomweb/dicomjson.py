@@ -1,0 +1,173 @@
+"""DICOM JSON (PS3.18 Annex F) from pydicom datasets, deterministic and strict.
+
+Numbers are JSON numbers (IS, DS included), person names are objects with
+``Alphabetic``/``Ideographic``/``Phonetic``, binary values are ``InlineBinary``
+up to a threshold and ``BulkDataURI`` above it.  Keys are sorted by tag.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset
+from pydicom.filewriter import correct_ambiguous_vr_element
+from pydicom.valuerep import PersonName
+
+log = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+#: Called with (tag path, value bytes); returns the BulkDataURI for the value.
+BulkHandler = Callable[[str, bytes], str]
+
+BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
+STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "TM", "UC",
+                        "UI", "UR", "UT"})
+FLOAT_VRS = frozenset({"FL", "FD"})
+INT_VRS = frozenset({"SL", "SS", "UL", "US", "SV", "UV"})
+INLINE_BINARY_LIMIT = 1024
+PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
+
+
+def tag_key(tag: int) -> str:
+    """``0x00100010`` → ``"00100010"``."""
+    return f"{tag:08X}"
+
+
+def _values(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return list(value)
+    return [value]
+
+
+def _number(text: Any, integer: bool, where: str) -> int | float | None:
+    if text is None or text == "":
+        return None
+    try:
+        if integer:
+            return int(float(str(text).strip())) if "." in str(text) else int(str(text).strip())
+        number = float(str(text).strip())
+    except ValueError:
+        log.warning("%s: %r is not a number; written as null", where, text)
+        return None
+    if math.isnan(number) or math.isinf(number):
+        log.warning("%s: %r has no JSON number; written as null", where, text)
+        return None
+    return int(number) if number.is_integer() and abs(number) < 2**53 else number
+
+
+def _person_name(value: Any) -> JsonDict | None:
+    if value is None or value == "":
+        return None
+    name = value if isinstance(value, PersonName) else PersonName(str(value))
+    out: JsonDict = {}
+    for group, text in (("Alphabetic", name.alphabetic), ("Ideographic", name.ideographic),
+                        ("Phonetic", name.phonetic)):
+        if text:
+            out[group] = text
+    return out or None
+
+
+def element_to_json(elem: DataElement, ds: Dataset, path: str, bulk: BulkHandler | None,
+                    inline_limit: int = INLINE_BINARY_LIMIT) -> JsonDict:
+    """One element as a DICOM JSON attribute object.
+
+    Parameters
+    ----------
+    elem
+        The data element (ambiguous VRs are resolved from ``ds``).
+    ds
+        The dataset holding ``elem`` (for ``US or SS`` and the like).
+    path
+        The element's tag path (``00540016.0.00181074``) for bulk data and messages.
+    bulk
+        Receives binary values longer than ``inline_limit``; ``None`` inlines all.
+    """
+    if " or " in elem.VR:
+        elem = correct_ambiguous_vr_element(elem, ds, True)
+        if " or " in elem.VR:
+            elem.VR = elem.VR.split(" or ")[0]
+    vr = elem.VR
+    out: JsonDict = {"vr": vr}
+    value = elem.value
+    if vr == "SQ":
+        items = [dataset_to_json(item, bulk, f"{path}.{i}.", inline_limit)
+                 for i, item in enumerate(value or [])]
+        if items:
+            out["Value"] = items
+    elif vr in BINARY_VRS:
+        data = bytes(value) if value is not None else b""
+        if not data:
+            return out
+        if bulk is not None and (len(data) > inline_limit or elem.tag in PIXEL_DATA_TAGS):
+            out["BulkDataURI"] = bulk(path, data)
+        else:
+            out["InlineBinary"] = base64.b64encode(data).decode("ascii")
+    elif vr == "PN":
+        names = [_person_name(v) for v in _values(value)]
+        if any(names):
+            out["Value"] = names
+    elif vr in ("IS", "DS"):
+        nums = [_number(v, vr == "IS", path) for v in _values(value)]
+        if nums:
+            out["Value"] = nums
+    elif vr in FLOAT_VRS or vr in INT_VRS:
+        nums = [_number(v, vr in INT_VRS, path) for v in _values(value)]
+        if nums:
+            out["Value"] = nums
+    elif vr == "AT":
+        tags = [tag_key(int(v)) for v in _values(value)]
+        if tags:
+            out["Value"] = tags
+    else:
+        texts = [None if v in (None, "") else str(v) for v in _values(value)]
+        if texts and any(t is not None for t in texts):
+            out["Value"] = texts
+    return out
+
+
+def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = "",
+                    inline_limit: int = INLINE_BINARY_LIMIT) -> JsonDict:
+    """A dataset as a DICOM JSON object, keys in tag order.
+
+    Group length elements (gggg,0000) are left out, as PS3.18 F.2 asks.
+    """
+    out: JsonDict = {}
+    for elem in ds:
+        if elem.tag.element == 0:
+            continue
+        key = tag_key(elem.tag)
+        out[key] = element_to_json(elem, ds, prefix + key.lower(), bulk, inline_limit)
+    return out
+
+
+def encode(obj: Any) -> bytes:
+    """Deterministic compact JSON (UTF-8, sorted keys)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                      allow_nan=False).encode("utf-8")
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    """gzip with no timestamp and no file name, so equal input gives equal bytes."""
+    return gzip.compress(data, compresslevel=6, mtime=0)
+
+
+def decode(data: bytes) -> Any:
+    """Parse JSON that may be gzip-compressed."""
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return json.loads(data)
+
+
+def first(attrs: JsonDict, tag: str, default: Any = None) -> Any:
+    """The first value of ``tag`` in a DICOM JSON object (PersonName as its object)."""
+    values = attrs.get(tag, {}).get("Value")
+    return values[0] if values else default

@@ -1,0 +1,247 @@
+"""Every object key of a site, built from validated UIDs, with its headers.
+
+This is the only module that formats a path.  A key is relative to the site
+root R (a folder or ``s3://bucket/prefix``) and is exactly the DICOMweb
+request path, so a client configured with R as its QIDO-RS and WADO-RS root
+reads the site with plain GETs.  See ``docs/site-layout.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidUIDError
+
+_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_LOOSE_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+
+DICOM_JSON = "application/dicom+json"
+IMMUTABLE = "public, max-age=31536000, immutable"
+INDEX = "public, max-age=60"
+GZIP = "gzip"
+SITE_PREFIX = "_site/"
+
+
+def validate_uid(value: object, *, what: str = "UID") -> str:
+    """Return ``value`` as a UID string that is safe as a path segment.
+
+    Parameters
+    ----------
+    value
+        The element value (a ``pydicom.uid.UID`` or ``str``).
+    what
+        The attribute's keyword, for the error message.
+
+    Raises
+    ------
+    InvalidUIDError
+        If the value is empty, longer than 64 characters, or holds anything
+        but digits and dots (so ``/`` and ``..`` can never reach a key).
+        Components with leading zeros are tolerated (they occur in the wild),
+        empty components are not.
+    """
+    text = str(value) if value is not None else ""
+    text = text.rstrip("\x00 ")
+    if not text:
+        raise InvalidUIDError(f"{what} is empty")
+    if len(text) > 64:
+        raise InvalidUIDError(f"{what} {text[:70]!r}... is longer than 64 characters")
+    if not _LOOSE_UID_RE.match(text):
+        raise InvalidUIDError(f"{what} {text!r} is not digits and dots")
+    return text
+
+
+def is_strict_uid(value: str) -> bool:
+    """Whether ``value`` also follows PS3.5 §9.1 (no leading zeros)."""
+    return bool(_UID_RE.match(value)) and len(value) <= 64
+
+
+@dataclass(frozen=True)
+class ObjectSpec:
+    """A key with the headers its object is stored and served with."""
+
+    key: str
+    content_type: str
+    content_encoding: str | None = None
+    cache_control: str = IMMUTABLE
+
+    def headers(self) -> dict[str, str]:
+        """The HTTP headers S3 (and ``serve``) answer this object with."""
+        out = {"Content-Type": self.content_type, "Cache-Control": self.cache_control}
+        if self.content_encoding:
+            out["Content-Encoding"] = self.content_encoding
+        return out
+
+
+def boundary_for(key: str) -> str:
+    """A multipart boundary that is a pure function of the key (reruns are byte-identical)."""
+    return "sdw-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def multipart_type(part_type: str, key: str, transfer_syntax: str | None = None) -> str:
+    """``multipart/related`` Content-Type with the boundary in the header."""
+    ts = f"; transfer-syntax={transfer_syntax}" if transfer_syntax else ""
+    return f'multipart/related; type="{part_type}"{ts}; boundary={boundary_for(key)}'
+
+
+def _json(key: str, *, index: bool) -> ObjectSpec:
+    return ObjectSpec(key, DICOM_JSON, GZIP, INDEX if index else IMMUTABLE)
+
+
+# -- QIDO-RS ---------------------------------------------------------------
+
+def studies() -> ObjectSpec:
+    """QIDO ``studies``: every study of the site."""
+    return _json("studies", index=True)
+
+
+def all_series() -> ObjectSpec:
+    """QIDO ``series`` at the root: every series of every study."""
+    return _json("series", index=True)
+
+
+def study_series(study: str) -> ObjectSpec:
+    """QIDO ``studies/{S}/series``."""
+    return _json(f"studies/{study}/series", index=True)
+
+
+def study_instances(study: str) -> ObjectSpec:
+    """QIDO ``studies/{S}/instances``."""
+    return _json(f"studies/{study}/instances", index=True)
+
+
+def series_instances(study: str, series: str) -> ObjectSpec:
+    """QIDO ``studies/{S}/series/{SE}/instances``."""
+    return _json(f"studies/{study}/series/{series}/instances", index=True)
+
+
+# -- WADO-RS metadata ------------------------------------------------------
+
+def study_metadata(study: str) -> ObjectSpec:
+    """WADO-RS ``studies/{S}/metadata``."""
+    return _json(f"studies/{study}/metadata", index=True)
+
+
+def series_metadata(study: str, series: str) -> ObjectSpec:
+    """WADO-RS ``studies/{S}/series/{SE}/metadata``."""
+    return _json(f"studies/{study}/series/{series}/metadata", index=True)
+
+
+def instance_metadata(study: str, series: str, instance: str) -> ObjectSpec:
+    """WADO-RS ``.../instances/{I}/metadata``."""
+    return _json(f"{instance_prefix(study, series, instance)}/metadata", index=False)
+
+
+# -- WADO-RS bulk ----------------------------------------------------------
+
+def instance_prefix(study: str, series: str, instance: str) -> str:
+    """``studies/{S}/series/{SE}/instances/{I}`` (also the instance retrieve key)."""
+    return f"studies/{study}/series/{series}/instances/{instance}"
+
+
+def frame(study: str, series: str, instance: str, number: int, media_type: str,
+          transfer_syntax: str) -> ObjectSpec:
+    """One frame (1-based ``number``) in its stored transfer syntax."""
+    if number < 1:
+        raise ValueError(f"frame numbers start at 1, got {number}")
+    key = f"{instance_prefix(study, series, instance)}/frames/{number}"
+    return ObjectSpec(key, multipart_type(media_type, key, transfer_syntax))
+
+
+def instance(study: str, series: str, instance_uid: str) -> ObjectSpec:
+    """Instance retrieve: the instance as Part 10 in a multipart body."""
+    key = instance_prefix(study, series, instance_uid)
+    return ObjectSpec(key, multipart_type("application/dicom", key))
+
+
+def series(study: str, series_uid: str) -> ObjectSpec:
+    """Series retrieve: every instance of the series as Part 10."""
+    key = f"studies/{study}/series/{series_uid}"
+    return ObjectSpec(key, multipart_type("application/dicom", key), cache_control=INDEX)
+
+
+def bulkdata_path(tag_path: str) -> str:
+    """Validate a bulk data tag path such as ``7fe00010`` or ``00540016.0.00181074``."""
+    if not re.fullmatch(r"[0-9a-f]{8}(\.[0-9]+\.[0-9a-f]{8})*", tag_path):
+        raise ValueError(f"bad bulk data tag path {tag_path!r}")
+    return tag_path
+
+
+def bulkdata(study: str, series_uid: str, instance_uid: str, tag_path: str) -> ObjectSpec:
+    """Bulk data of one element, which metadata names with ``BulkDataURI``."""
+    key = f"{instance_prefix(study, series_uid, instance_uid)}/bulkdata/{bulkdata_path(tag_path)}"
+    return ObjectSpec(key, multipart_type("application/octet-stream", key))
+
+
+def bulkdata_uri(series_uid_key: str, key: str) -> str:
+    """A BulkDataURI relative to the series URL (``R/studies/{S}/series/{SE}/``).
+
+    That is the convention OHIF resolves by default
+    (``bulkDataURI.relativeResolution: 'series'``).
+    """
+    prefix = series_uid_key + "/"
+    if not key.startswith(prefix):
+        raise ValueError(f"{key} is not under {series_uid_key}")
+    return key[len(prefix):]
+
+
+# -- Rendered --------------------------------------------------------------
+
+def study_thumbnail(study: str) -> ObjectSpec:
+    """``studies/{S}/thumbnail``."""
+    return ObjectSpec(f"studies/{study}/thumbnail", "image/jpeg", cache_control=INDEX)
+
+
+def series_thumbnail(study: str, series_uid: str) -> ObjectSpec:
+    """``studies/{S}/series/{SE}/thumbnail``."""
+    return ObjectSpec(f"studies/{study}/series/{series_uid}/thumbnail", "image/jpeg",
+                      cache_control=INDEX)
+
+
+def instance_thumbnail(study: str, series_uid: str, instance_uid: str) -> ObjectSpec:
+    """``.../instances/{I}/thumbnail``."""
+    return ObjectSpec(f"{instance_prefix(study, series_uid, instance_uid)}/thumbnail",
+                      "image/jpeg")
+
+
+# -- The site's own records (not DICOMweb; under ``_site/``) ---------------
+
+def series_record(study: str, series_uid: str) -> ObjectSpec:
+    """What the converter knows of one series: its QIDO rows and instance hashes."""
+    return ObjectSpec(f"{SITE_PREFIX}series/{study}/{series_uid}.json", "application/json",
+                      GZIP, INDEX)
+
+
+def instance_record(sop: str) -> ObjectSpec:
+    """The claim of one SOP Instance UID: the content hash it was written with."""
+    return ObjectSpec(f"{SITE_PREFIX}instances/{sop}.json", "application/json")
+
+
+def manifest() -> ObjectSpec:
+    """The site manifest, written last."""
+    return ObjectSpec(f"{SITE_PREFIX}manifest.json", "application/json", cache_control=INDEX)
+
+
+def conversion_report() -> ObjectSpec:
+    """The report of the last conversion: every rejected file and why."""
+    return ObjectSpec(f"{SITE_PREFIX}conversion-report.json", "application/json",
+                      cache_control=INDEX)
+
+
+def validation_report() -> ObjectSpec:
+    """The validator's JSON report."""
+    return ObjectSpec(f"{SITE_PREFIX}validation-report.json", "application/json",
+                      cache_control=INDEX)
+
+
+def spec_for_key(key: str) -> ObjectSpec | None:
+    """The headers of a DICOMweb JSON or site key, from the key alone (None for others)."""
+    if key in ("studies", "series"):
+        return _json(key, index=True)
+    if key.endswith("/metadata"):
+        return _json(key, index=not key.count("/instances/"))
+    if key.endswith(("/series", "/instances")):
+        return _json(key, index=True)
+    return None

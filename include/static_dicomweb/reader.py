@@ -1,0 +1,270 @@
+"""Reading Part 10 files: what is in them, which transfer syntax, which frames.
+
+Reading is tolerant but explicit: a dataset without the Part 10 header is read
+and re-encoded as Part 10 with a warning; anything that cannot be served
+faithfully is rejected with the file's name and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import struct
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
+from pydicom.errors import InvalidDicomError
+from pydicom.filewriter import dcmwrite
+from pydicom.pixels.decoders.base import get_decoder
+
+from .errors import InvalidUIDError, RejectedInstanceError
+from .keys import validate_uid
+
+log = logging.getLogger(__name__)
+
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+IMPLICIT_LE = "1.2.840.10008.1.2"
+DEFLATED_LE = "1.2.840.10008.1.2.1.99"
+EXPLICIT_BE = "1.2.840.10008.1.2.2"
+
+
+@dataclass(frozen=True)
+class SyntaxInfo:
+    """How frames of one transfer syntax are served (PS3.18 Table 8.7.3-2)."""
+
+    uid: str
+    name: str
+    media_type: str
+    native: bool
+    #: The pylibjpeg plugin (or other package) that decodes it, for messages.
+    decoder: str
+
+    @property
+    def frame_syntax(self) -> str:
+        """The transfer syntax a frame object declares (native frames are little endian)."""
+        return EXPLICIT_LE if self.native else self.uid
+
+
+_NATIVE = "application/octet-stream"
+SYNTAXES: dict[str, SyntaxInfo] = {s.uid: s for s in (
+    SyntaxInfo(IMPLICIT_LE, "Implicit VR Little Endian", _NATIVE, True, "pydicom"),
+    SyntaxInfo(EXPLICIT_LE, "Explicit VR Little Endian", _NATIVE, True, "pydicom"),
+    SyntaxInfo(DEFLATED_LE, "Deflated Explicit VR Little Endian", _NATIVE, True, "pydicom"),
+    SyntaxInfo(EXPLICIT_BE, "Explicit VR Big Endian", _NATIVE, True, "pydicom"),
+    SyntaxInfo("1.2.840.10008.1.2.4.50", "JPEG Baseline", "image/jpeg", False, "pylibjpeg-libjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.4.51", "JPEG Extended", "image/jpeg", False, "pylibjpeg-libjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.4.57", "JPEG Lossless", "image/jpeg", False, "pylibjpeg-libjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.4.70", "JPEG Lossless SV1", "image/jpeg", False,
+               "pylibjpeg-libjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.4.80", "JPEG-LS Lossless", "image/jls", False,
+               "pylibjpeg-libjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.4.81", "JPEG-LS Near-Lossless", "image/jls", False,
+               "pylibjpeg-libjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.4.90", "JPEG 2000 Lossless", "image/jp2", False,
+               "pylibjpeg-openjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.4.91", "JPEG 2000", "image/jp2", False, "pylibjpeg-openjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.4.201", "HTJ2K Lossless", "image/jphc", False,
+               "pylibjpeg-openjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.4.202", "HTJ2K Lossless RPCL", "image/jphc", False,
+               "pylibjpeg-openjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.4.203", "HTJ2K", "image/jphc", False, "pylibjpeg-openjpeg"),
+    SyntaxInfo("1.2.840.10008.1.2.5", "RLE Lossless", "image/dicom-rle", False, "pylibjpeg-rle"),
+)}
+
+
+def syntax_info(uid: str, path: str, *, need_decoder: bool = True) -> SyntaxInfo:
+    """The serving rules for ``uid``.
+
+    Raises
+    ------
+    RejectedInstanceError
+        If the transfer syntax is unknown here, or no installed plugin decodes it.
+    """
+    info = SYNTAXES.get(uid)
+    if info is None:
+        raise RejectedInstanceError(path, f"transfer syntax {uid} is not supported "
+                                          f"(supported: {', '.join(sorted(SYNTAXES))})")
+    if need_decoder and not info.native and not get_decoder(uid).is_available:
+        raise RejectedInstanceError(path, f"no decoder for {info.name} ({uid}) is installed; "
+                                          f"install {info.decoder}")
+    return info
+
+
+@dataclass
+class SourceInstance:
+    """One accepted input instance, ready to be written to a site."""
+
+    path: str
+    p10: bytes
+    dataset: Dataset
+    syntax: SyntaxInfo
+    study: str
+    series: str
+    sop: str
+    sop_class: str
+    sha256: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sha256 = hashlib.sha256(self.p10).hexdigest()
+
+    @property
+    def number_of_frames(self) -> int:
+        """(0028,0008) NumberOfFrames, 1 when absent; 0 without pixel data."""
+        if "PixelData" not in self.dataset:
+            return 0
+        try:
+            return max(1, int(self.dataset.get("NumberOfFrames") or 1))
+        except (TypeError, ValueError):
+            return 1
+
+    @cached_property
+    def frames(self) -> list[bytes]:
+        """Every frame in the stored transfer syntax (native frames little endian)."""
+        if self.number_of_frames == 0:
+            return []
+        if self.syntax.native:
+            return _native_frames(self)
+        return _encapsulated_frames(self)
+
+
+def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance:
+    """Read and check one Part 10 file.
+
+    Parameters
+    ----------
+    path
+        The file, also used in every message.
+    data
+        Its bytes when already in memory (STOW-RS parts).
+
+    Raises
+    ------
+    RejectedInstanceError
+        For every reason the file cannot be served faithfully.
+    """
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes() if data is None else data
+    except OSError as exc:
+        raise RejectedInstanceError(name, f"cannot be read: {exc.strerror or exc}") from exc
+    if not raw:
+        raise RejectedInstanceError(name, "empty file (0 bytes)")
+    has_header = raw[128:132] == b"DICM"
+    try:
+        ds = dcmread(io.BytesIO(raw), force=not has_header)
+        ds.keys()  # parse every top-level element now, not lazily later
+    except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, struct.error) as exc:
+        raise RejectedInstanceError(name, f"not a readable DICOM file: {exc}") from exc
+    if not has_header:
+        if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+            raise RejectedInstanceError(name, "not a DICOM file (no 'DICM' prefix at byte 128 "
+                                              "and no SOP Instance UID)")
+        log.warning("%s: no Part 10 header; serving it re-encoded as Part 10", name)
+    uids = {}
+    for keyword, tag in (("StudyInstanceUID", "(0020,000D)"), ("SeriesInstanceUID", "(0020,000E)"),
+                         ("SOPInstanceUID", "(0008,0018)"), ("SOPClassUID", "(0008,0016)")):
+        value = ds.get(keyword)
+        if value is None or str(value).strip("\x00 ") == "":
+            raise RejectedInstanceError(name, f"lacks {tag} {keyword}")
+        try:
+            uids[keyword] = validate_uid(value, what=f"{tag} {keyword}")
+        except InvalidUIDError as exc:
+            raise RejectedInstanceError(name, str(exc)) from exc
+    syntax = syntax_info(_actual_syntax(ds), name)
+    if "PixelData" in ds:
+        elem = ds["PixelData"]
+        if elem.is_undefined_length == syntax.native:
+            shape = "encapsulated" if elem.is_undefined_length else "native"
+            raise RejectedInstanceError(name, f"(7FE0,0010) PixelData is {shape} but the "
+                                              f"transfer syntax is {syntax.name} ({syntax.uid})")
+    p10 = raw if has_header else _as_part10(ds, syntax.uid)
+    inst = SourceInstance(name, p10, ds, syntax, uids["StudyInstanceUID"],
+                          uids["SeriesInstanceUID"], uids["SOPInstanceUID"], uids["SOPClassUID"])
+    _ = inst.frames  # check the pixel data now, so a bad file is rejected before writing
+    return inst
+
+
+def _actual_syntax(ds: Dataset) -> str:
+    meta_ts = str(getattr(ds.file_meta, "TransferSyntaxUID", "") or "") if ds.file_meta else ""
+    implicit, little = ds.original_encoding
+    if meta_ts in SYNTAXES and not SYNTAXES[meta_ts].native:
+        return meta_ts
+    if meta_ts == DEFLATED_LE:
+        return meta_ts
+    if implicit:
+        return IMPLICIT_LE
+    if little is False:
+        return EXPLICIT_BE
+    if meta_ts and meta_ts not in SYNTAXES:
+        return meta_ts
+    return EXPLICIT_LE
+
+
+def _as_part10(ds: Dataset, syntax: str) -> bytes:
+    meta = ds.file_meta if ds.file_meta else FileMetaDataset()
+    meta.TransferSyntaxUID = syntax
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta = meta
+    out = io.BytesIO()
+    dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()
+
+
+def _native_frames(inst: SourceInstance) -> list[bytes]:
+    ds = inst.dataset
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise RejectedInstanceError(inst.path, f"pixel description incomplete: {exc}") from exc
+    count = inst.number_of_frames
+    pixels = rows * cols * spp
+    data = ds.PixelData
+    if bits == 1:
+        needed = (pixels * count + 7) // 8
+        if len(data) < needed:
+            raise _truncated(inst, needed, len(data))
+        if pixels % 8 == 0:
+            return [bytes(data[i * pixels // 8:(i + 1) * pixels // 8]) for i in range(count)]
+        flat = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+        return [np.packbits(flat[i * pixels:(i + 1) * pixels], bitorder="little").tobytes()
+                for i in range(count)]
+    size = pixels * bits // 8
+    if len(data) < size * count:
+        raise _truncated(inst, size * count, len(data))
+    if inst.syntax.uid == EXPLICIT_BE and bits > 8:
+        dtype = np.dtype(f">u{bits // 8}")
+        data = np.frombuffer(data, dtype, pixels * count).astype(dtype.newbyteorder("<")).tobytes()
+    view = memoryview(data)
+    return [bytes(view[i * size:(i + 1) * size]) for i in range(count)]
+
+
+def _truncated(inst: SourceInstance, needed: int, found: int) -> RejectedInstanceError:
+    return RejectedInstanceError(inst.path, f"(7FE0,0010) PixelData is truncated: "
+                                            f"{found} bytes, {needed} needed")
+
+
+def _encapsulated_frames(inst: SourceInstance) -> list[bytes]:
+    ds = inst.dataset
+    count = inst.number_of_frames
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    try:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=count,
+                                      extended_offsets=extended))
+    except (ValueError, EOFError, KeyError) as exc:
+        raise RejectedInstanceError(inst.path, f"(7FE0,0010) encapsulated PixelData is "
+                                               f"malformed: {exc}") from exc
+    if len(frames) != count:
+        raise RejectedInstanceError(inst.path, f"(7FE0,0010) holds {len(frames)} frames, "
+                                               f"(0028,0008) NumberOfFrames says {count}")
+    return frames

@@ -1,0 +1,140 @@
+"""``serve``: a site in a folder over HTTP, answering exactly as S3 would.
+
+Every GET returns the stored bytes with the stored Content-Type,
+Content-Encoding and Cache-Control, an ETag and Content-Length, and the
+CORS headers a browser viewer needs.  Query strings are ignored, as S3 does.
+Single byte ranges are honoured.  Nothing is rewritten.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+from .errors import StoreError
+from .store import LocalStore
+
+log = logging.getLogger(__name__)
+
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": "*",
+    "Access-Control-Expose-Headers": "Content-Type, Content-Encoding, Content-Length, ETag",
+    "Access-Control-Max-Age": "3600",
+}
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class SiteHandler(BaseHTTPRequestHandler):
+    """Maps a request path to a key of the site's store and answers with its object."""
+
+    store: LocalStore
+    protocol_version = "HTTP/1.1"
+    server_version = "static-dicomweb"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def _key(self) -> str:
+        return unquote(urlsplit(self.path).path).lstrip("/")
+
+    def do_OPTIONS(self) -> None:  # noqa: N802
+        """CORS preflight."""
+        self.send_response(HTTPStatus.NO_CONTENT)
+        for name, value in CORS.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        """Headers only."""
+        self._answer(send_body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        """The object's bytes, as stored."""
+        self._answer(send_body=True)
+
+    def _not_found(self, key: str, send_body: bool) -> None:
+        body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code>"
+                f"<Message>The specified key does not exist.</Message><Key>{key}</Key></Error>"
+                ).encode()
+        self.send_response(HTTPStatus.NOT_FOUND)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in CORS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(body)
+
+    def _answer(self, send_body: bool) -> None:
+        key = self._key()
+        try:
+            headers = self.store.headers(key) if key else None
+        except StoreError:
+            headers = None
+        if headers is None:
+            self._not_found(key, send_body)
+            return
+        path = self.store.path(key)
+        with open(path, "rb") as body:
+            stat = os.fstat(body.fileno())
+            size = stat.st_size
+            start, end = 0, size
+            status = HTTPStatus.OK
+            match = _RANGE.match(self.headers.get("Range", ""))
+            if match and size:
+                first, last = match.groups()
+                if first:
+                    start, end = int(first), min(size, int(last) + 1 if last else size)
+                elif last:
+                    start, end = max(0, size - int(last)), size
+                if start >= end:
+                    self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status = HTTPStatus.PARTIAL_CONTENT
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            etag = hashlib.md5(f"{key}:{size}:{stat.st_mtime_ns}".encode(),
+                               usedforsecurity=False).hexdigest()
+            self.send_header("ETag", f'"{etag}"')
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(end - start))
+            if status == HTTPStatus.PARTIAL_CONTENT:
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+            for name, value in CORS.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if send_body and end > start:
+                self.wfile.flush()
+                self.connection.sendfile(body, start, end - start)
+
+
+def make_server(root: str, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
+    """An HTTP server for the site at ``root`` (port 0 picks a free one)."""
+    store = LocalStore(root)
+    if not store.root.is_dir():
+        raise StoreError(f"{root}: no such site folder")
+    handler = type("BoundSiteHandler", (SiteHandler,), {"store": store})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve_in_thread(root: str, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+    """Start a server in a daemon thread; returns it and its base URL (for tests and tools)."""
+    server = make_server(root, host, port)
+    threading.Thread(target=server.serve_forever, daemon=True, name="static-dicomweb-serve").start()
+    bound_host, bound_port = server.server_address[:2]
+    return server, f"http://{bound_host}:{bound_port}"
