@@ -52,7 +52,7 @@ def check_series_round_trip(client: DICOMwebClient, base_url: str,
         instance = client.retrieve_instance(study, series, sop)
         assert instance == source, f"{path}: instance retrieve differs"
         raw = requests.get(f"{base_url}/studies/{study}/series/{series}/instances/{sop}", timeout=30)
-        ((headers, payload),) = multipart.split(raw.content, raw.headers["Content-Type"])
+        ((_headers, payload),) = multipart.split(raw.content, raw.headers["Content-Type"])
         assert payload == path.read_bytes(), f"{path}: Part 10 bytes differ"
         if "7FE00010" not in meta:
             continue

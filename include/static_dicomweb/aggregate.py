@@ -13,13 +13,21 @@ import gzip
 import hashlib
 import logging
 from collections.abc import Sequence
+from typing import cast
 
 from . import __version__, keys, multipart
 from .dicomjson import JsonDict, decode, encode, first, gzip_bytes
 from .errors import KeyNotFoundError
 from .profiles import Profile
-from .qido import (SERIES_UID, STUDY_UID, instance_row, series_row, sort_key_instance,
-                   sort_key_series, study_row)
+from .qido import (
+    SERIES_UID,
+    STUDY_UID,
+    instance_row,
+    series_row,
+    sort_key_instance,
+    sort_key_series,
+    study_row,
+)
 from .reader import SYNTAXES
 from .store import Slice, Store
 from .thumbnail import decode_frame, render
@@ -99,7 +107,7 @@ def _write_thumbnail(store: Store, study: str, series: str, metas: Sequence[Json
     if headers is None:
         return
     try:
-        (part_headers, payload), *_ = multipart.split(store.get(spec.key), headers["Content-Type"])
+        (_part_headers, payload), *_ = multipart.split(store.get(spec.key), headers["Content-Type"])
         syntax = str(first(meta, "00020010"))
         native = SYNTAXES[syntax].native if syntax in SYNTAXES else True
         frame_ts = "1.2.840.10008.1.2.1" if native else syntax
@@ -123,6 +131,7 @@ def aggregate_study(store: Store, study: str) -> tuple[JsonDict, list[JsonDict]]
     -------
     tuple
         The study's row of ``studies`` and its rows of ``series``.
+
     """
     records = []
     for name in store.children(f"{keys.SITE_PREFIX}series/{study}/"):
@@ -146,7 +155,8 @@ def aggregate_study(store: Store, study: str) -> tuple[JsonDict, list[JsonDict]]
 def _load_rows(store: Store, key: str) -> list[JsonDict]:
     if store.headers(key) is None:
         return []
-    return list(_get_json(store, key))  # type: ignore[call-overload]
+    rows = _get_json(store, key)
+    return cast(list[JsonDict], rows)
 
 
 def aggregate_roots(store: Store, updated: dict[str, tuple[JsonDict, list[JsonDict]]]) -> None:

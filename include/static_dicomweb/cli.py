@@ -42,11 +42,10 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .serve import make_server
+    from .serve import base_url, make_server
 
     server = make_server(args.dest, args.host, args.port)
-    host, port = server.server_address[:2]
-    print(f"serving {args.dest} at http://{host}:{port}/ (DICOMweb root; Ctrl-C stops)",
+    print(f"serving {args.dest} at {base_url(server)}/ (DICOMweb root; Ctrl-C stops)",
           file=sys.stderr)
     try:
         server.serve_forever()

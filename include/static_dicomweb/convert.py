@@ -1,9 +1,10 @@
 """Conversion: input files → the per-instance objects of a site, then the indexes.
 
-One file is one transaction: it is read and checked completely, it claims its
-SOP Instance UID (a site never silently replaces an instance with different
-content), then its objects are written.  Rerunning writes the same keys with
-the same bytes.  Aggregation (``aggregate.py``) runs after every file.
+One file is one transaction: it is read and checked completely, checked
+against the instance of the same SOP Instance UID already in the site (a site
+never silently replaces an instance with different content), then its objects
+are written, its metadata last, carrying the SHA-256 of its Part 10 bytes.
+Rerunning writes the same keys with the same bytes.  Aggregation (``aggregate.py``) runs after every file.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from . import keys, multipart
 from .aggregate import aggregate
-from .dicomjson import JsonDict, dataset_to_json, decode, encode, gzip_bytes
+from .dicomjson import JsonDict, dataset_to_json, encode, gzip_bytes
 from .errors import ConflictError, RejectedInstanceError
 from .profiles import Profile, get_profile
 from .reader import SourceInstance, read_instance
@@ -28,6 +30,8 @@ from .thumbnail import render
 log = logging.getLogger(__name__)
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: The user metadata (``x-amz-meta-sha256`` on S3) that records which Part 10 bytes an instance holds.
+SHA256_META = "x-amz-meta-sha256"
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ class InstanceWriter:
         """Claim the SOP Instance UID, then write every object of ``inst``."""
         if inst.sop_class == DICOMDIR_CLASS:
             raise RejectedInstanceError(inst.path, "a DICOMDIR (media directory), not an instance")
-        self._claim(inst)
+        self._check_conflict(inst)
         store, s, se, i = self.store, inst.study, inst.series, inst.sop
         meta = self.metadata(inst)
         for number, data in enumerate(inst.frames, start=1):
@@ -120,27 +124,25 @@ class InstanceWriter:
 
             pixels = decode_frame(meta, inst.frames[0], inst.syntax.frame_syntax, inst.syntax.native)
             store.put(keys.instance_thumbnail(s, se, i), [render(meta, pixels)])
-        store.put(keys.instance_metadata(s, se, i), [gzip_bytes(encode([meta]))])
+        store.put(keys.instance_metadata(s, se, i), [gzip_bytes(encode([meta]))],
+                  meta={"sha256": inst.sha256})
         return Written(inst.path, s, se, i, inst.sha256, len(inst.frames))
 
-    def _claim(self, inst: SourceInstance) -> None:
-        record = {"sha256": inst.sha256, "study": inst.study, "series": inst.series,
-                  "source": os.path.basename(inst.path), "size": len(inst.p10)}
-        existing = self.store.put_if_absent(keys.instance_record(inst.sop), encode(record))
-        if existing is not None:
-            old = decode(existing)
-            if old.get("sha256") != inst.sha256:
-                raise ConflictError(
-                    inst.path, f"SOP Instance UID {inst.sop} is already in the site with "
-                    f"different content (sha256 {str(old.get('sha256'))[:12]}… from "
-                    f"{old.get('source')}); not replaced")
+    def _check_conflict(self, inst: SourceInstance) -> None:
+        """Refuse to replace an instance already in the site with different content."""
+        headers = self.store.headers(keys.instance_metadata(inst.study, inst.series, inst.sop).key)
+        held = (headers or {}).get(SHA256_META)
+        if held is not None and held != inst.sha256:
+            raise ConflictError(
+                inst.path, f"SOP Instance UID {inst.sop} is already in the site with different "
+                           f"content (sha256 {held[:12]}…, this file {inst.sha256[:12]}…); not replaced")
 
     def metadata(self, inst: SourceInstance) -> JsonDict:
         """The instance's WADO-RS metadata; large binary values become bulk data objects."""
         s, se, i = inst.study, inst.series, inst.sop
         series_key = f"studies/{s}/series/{se}"
 
-        def bulk(tag_path: str, data: bytes) -> str:
+        def bulk(tag_path: str, data: bytes | memoryview) -> str:
             if tag_path == "7fe00010" and inst.number_of_frames == 1 and inst.frames:
                 spec = keys.frame(s, se, i, 1, inst.syntax.media_type, inst.syntax.frame_syntax)
             else:
@@ -149,6 +151,9 @@ class InstanceWriter:
             return keys.bulkdata_uri(series_key, spec.key)
 
         meta = dataset_to_json(inst.dataset, bulk)
+        if inst.pixel_view is not None:  # read without copying, so not in the dataset
+            vr = "OW" if int(inst.dataset.BitsAllocated) > 8 else "OB"
+            meta["7FE00010"] = {"vr": vr, "BulkDataURI": bulk("7fe00010", inst.pixel_view)}
         meta["00020010"] = {"vr": "UI", "Value": [inst.syntax.uid]}
         return dict(sorted(meta.items()))
 
@@ -200,6 +205,7 @@ def convert(inputs: Iterable[str | Path], store: Store, *, profile: str | Profil
     ConversionResult
         Written and rejected files.  The conversion report and the manifest
         are in the site when this returns.
+
     """
     started = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
@@ -238,4 +244,4 @@ def _progress(total: int, show: bool) -> _NoBar:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="file", desc="convert", leave=False)  # type: ignore[return-value]
+    return cast(_NoBar, tqdm(total=total, unit="file", desc="convert", leave=False))

@@ -13,9 +13,9 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr_element
 from pydicom.valuerep import PersonName
@@ -90,9 +90,10 @@ def element_to_json(elem: DataElement, ds: Dataset, path: str, bulk: BulkHandler
         The element's tag path (``00540016.0.00181074``) for bulk data and messages.
     bulk
         Receives binary values longer than ``inline_limit``; ``None`` inlines all.
+
     """
     if " or " in elem.VR:
-        elem = correct_ambiguous_vr_element(elem, ds, True)
+        elem = cast(DataElement, correct_ambiguous_vr_element(elem, ds, True))
         if " or " in elem.VR:
             elem.VR = elem.VR.split(" or ")[0]
     vr = elem.VR
@@ -134,18 +135,41 @@ def element_to_json(elem: DataElement, ds: Dataset, path: str, bulk: BulkHandler
     return out
 
 
+_CACHE: dict[tuple[Any, ...], JsonDict] = {}
+_CACHE_LIMIT = 50_000
+
+
 def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = "",
                     inline_limit: int = INLINE_BINARY_LIMIT) -> JsonDict:
     """A dataset as a DICOM JSON object, keys in tag order.
 
     Group length elements (gggg,0000) are left out, as PS3.18 F.2 asks.
+    Elements still undecoded whose encoded bytes were seen before (most of a
+    series' attributes repeat from slice to slice) reuse the JSON made then;
+    binary, sequence and ambiguous-VR elements are always converted.
     """
     out: JsonDict = {}
-    for elem in ds:
-        if elem.tag.element == 0:
+    charset = ds.get_item(0x00080005) if 0x00080005 in ds else None
+    charset_bytes = getattr(charset, "value", None)
+    for tag in ds.keys():  # noqa: SIM118  (iterating a Dataset yields converted elements)
+        if tag.element == 0:
             continue
-        key = tag_key(elem.tag)
-        out[key] = element_to_json(elem, ds, prefix + key.lower(), bulk, inline_limit)
+        raw = cast(DataElement | RawDataElement, ds.get_item(tag))
+        key = tag_key(tag)
+        cache_key = None
+        if (isinstance(raw, RawDataElement) and raw.VR and raw.VR not in BINARY_VRS
+                and raw.VR != "SQ" and " or " not in raw.VR and raw.value is not None):
+            cache_key = (tag, raw.VR, raw.value, raw.is_little_endian, charset_bytes)
+            cached = _CACHE.get(cache_key)
+            if cached is not None:
+                out[key] = cached
+                continue
+        attr = element_to_json(ds[tag], ds, prefix + key.lower(), bulk, inline_limit)
+        if cache_key is not None:
+            if len(_CACHE) >= _CACHE_LIMIT:
+                _CACHE.clear()
+            _CACHE[cache_key] = attr
+        out[key] = attr
     return out
 
 
@@ -156,7 +180,7 @@ def encode(obj: Any) -> bytes:
 
 
 def gzip_bytes(data: bytes) -> bytes:
-    """gzip with no timestamp and no file name, so equal input gives equal bytes."""
+    """Gzip with no timestamp and no file name, so equal input gives equal bytes."""
     return gzip.compress(data, compresslevel=6, mtime=0)
 
 

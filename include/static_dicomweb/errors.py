@@ -29,6 +29,7 @@ class RejectedInstanceError(PermanentError):
         The input file (or ``"<stow part N>"``) that was rejected.
     reason
         Why, in words a person can act on.
+
     """
 
     def __init__(self, path: str, reason: str) -> None:

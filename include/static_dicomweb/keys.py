@@ -41,6 +41,7 @@ def validate_uid(value: object, *, what: str = "UID") -> str:
         but digits and dots (so ``/`` and ``..`` can never reach a key).
         Components with leading zeros are tolerated (they occur in the wild),
         empty components are not.
+
     """
     text = str(value) if value is not None else ""
     text = text.rstrip("\x00 ")
@@ -212,11 +213,6 @@ def series_record(study: str, series_uid: str) -> ObjectSpec:
     """What the converter knows of one series: its QIDO rows and instance hashes."""
     return ObjectSpec(f"{SITE_PREFIX}series/{study}/{series_uid}.json", "application/json",
                       GZIP, INDEX)
-
-
-def instance_record(sop: str) -> ObjectSpec:
-    """The claim of one SOP Instance UID: the content hash it was written with."""
-    return ObjectSpec(f"{SITE_PREFIX}instances/{sop}.json", "application/json")
 
 
 def manifest() -> ObjectSpec:

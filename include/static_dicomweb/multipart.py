@@ -20,7 +20,7 @@ def closing(boundary: str) -> bytes:
     return f"\r\n--{boundary}--\r\n".encode("ascii")
 
 
-def single(spec: ObjectSpec, part_type: str, data: bytes) -> list[bytes]:
+def single(spec: ObjectSpec, part_type: str, data: bytes | memoryview) -> list[bytes | memoryview]:
     """The pieces of a one-part body for ``spec`` (joined by the store, never copied here)."""
     boundary = boundary_for(spec.key)
     return [part_head(boundary, part_type), data, closing(boundary)]
@@ -39,6 +39,7 @@ def split(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
     ------
     ValueError
         If the Content-Type names no boundary or the body does not use it.
+
     """
     boundary = None
     for param in content_type.split(";")[1:]:

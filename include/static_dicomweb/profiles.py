@@ -38,6 +38,7 @@ def get_profile(name: str) -> Profile:
     ------
     ValueError
         Naming the profiles there are.
+
     """
     try:
         return PROFILES[name]

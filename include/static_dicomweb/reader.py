@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels.decoders.base import get_decoder
+from pydicom.uid import UID
 
 from .errors import InvalidUIDError, RejectedInstanceError
 from .keys import validate_uid
@@ -85,6 +87,7 @@ def syntax_info(uid: str, path: str, *, need_decoder: bool = True) -> SyntaxInfo
     ------
     RejectedInstanceError
         If the transfer syntax is unknown here, or no installed plugin decodes it.
+
     """
     info = SYNTAXES.get(uid)
     if info is None:
@@ -108,15 +111,24 @@ class SourceInstance:
     series: str
     sop: str
     sop_class: str
+    #: (7FE0,0010) when read without copying (native pixel data), else None.
+    pixel_view: memoryview | None = None
     sha256: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.sha256 = hashlib.sha256(self.p10).hexdigest()
 
     @property
+    def pixel_data(self) -> bytes | memoryview | None:
+        """The (7FE0,0010) value as stored, or None."""
+        if self.pixel_view is not None:
+            return self.pixel_view
+        return self.dataset.PixelData if "PixelData" in self.dataset else None
+
+    @property
     def number_of_frames(self) -> int:
         """(0028,0008) NumberOfFrames, 1 when absent; 0 without pixel data."""
-        if "PixelData" not in self.dataset:
+        if self.pixel_data is None:
             return 0
         try:
             return max(1, int(self.dataset.get("NumberOfFrames") or 1))
@@ -124,7 +136,7 @@ class SourceInstance:
             return 1
 
     @cached_property
-    def frames(self) -> list[bytes]:
+    def frames(self) -> list[bytes | memoryview]:
         """Every frame in the stored transfer syntax (native frames little endian)."""
         if self.number_of_frames == 0:
             return []
@@ -147,6 +159,7 @@ def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance
     ------
     RejectedInstanceError
         For every reason the file cannot be served faithfully.
+
     """
     name = str(path)
     try:
@@ -157,8 +170,7 @@ def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance
         raise RejectedInstanceError(name, "empty file (0 bytes)")
     has_header = raw[128:132] == b"DICM"
     try:
-        ds = dcmread(io.BytesIO(raw), force=not has_header)
-        ds.keys()  # parse every top-level element now, not lazily later
+        ds, pixel_view = _parse(raw, has_header)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, struct.error) as exc:
         raise RejectedInstanceError(name, f"not a readable DICOM file: {exc}") from exc
     if not has_header:
@@ -166,6 +178,7 @@ def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance
             raise RejectedInstanceError(name, "not a DICOM file (no 'DICM' prefix at byte 128 "
                                               "and no SOP Instance UID)")
         log.warning("%s: no Part 10 header; serving it re-encoded as Part 10", name)
+    _check_complete(ds, name, pixel_view is not None)
     uids = {}
     for keyword, tag in (("StudyInstanceUID", "(0020,000D)"), ("SeriesInstanceUID", "(0020,000E)"),
                          ("SOPInstanceUID", "(0008,0018)"), ("SOPClassUID", "(0008,0016)")):
@@ -177,6 +190,9 @@ def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance
         except InvalidUIDError as exc:
             raise RejectedInstanceError(name, str(exc)) from exc
     syntax = syntax_info(_actual_syntax(ds), name)
+    if pixel_view is not None and not syntax.native:
+        raise RejectedInstanceError(name, f"(7FE0,0010) PixelData is native but the transfer "
+                                          f"syntax is {syntax.name} ({syntax.uid})")
     if "PixelData" in ds:
         elem = ds["PixelData"]
         if elem.is_undefined_length == syntax.native:
@@ -185,9 +201,67 @@ def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance
                                               f"transfer syntax is {syntax.name} ({syntax.uid})")
     p10 = raw if has_header else _as_part10(ds, syntax.uid)
     inst = SourceInstance(name, p10, ds, syntax, uids["StudyInstanceUID"],
-                          uids["SeriesInstanceUID"], uids["SOPInstanceUID"], uids["SOPClassUID"])
+                          uids["SeriesInstanceUID"], uids["SOPInstanceUID"], uids["SOPClassUID"],
+                          pixel_view)
     _ = inst.frames  # check the pixel data now, so a bad file is rejected before writing
     return inst
+
+
+_PIXEL_TAG = b"\xe0\x7f\x10\x00"
+
+
+def _parse(raw: bytes, has_header: bool) -> tuple[Dataset, memoryview | None]:
+    """Parse ``raw``; native little-endian pixel data is returned as a view, not copied.
+
+    The fast path reads every element before (7FE0,0010), then takes the pixel
+    data value from the file's bytes where it lies.  Anything unusual (big
+    endian, deflate, encapsulated, elements after the pixel data) is read
+    completely by pydicom instead.
+    """
+    fp = io.BytesIO(raw)
+    ds = dcmread(fp, force=not has_header, stop_before_pixels=True)
+    pos = fp.tell()
+    implicit, little = ds.original_encoding
+    if raw[pos:pos + 4] == _PIXEL_TAG and little and not _is_deflated(ds):
+        if implicit:
+            length, start = struct.unpack_from("<I", raw, pos + 4)[0], pos + 8
+        elif raw[pos + 4:pos + 6] in (b"OB", b"OW", b"UN"):
+            length, start = struct.unpack_from("<I", raw, pos + 8)[0], pos + 12
+        else:
+            length, start = 0xFFFFFFFF, 0
+        end = start + length
+        if length != 0xFFFFFFFF and end <= len(raw) and len(raw) - end <= 1:
+            return ds, memoryview(raw)[start:end]
+    if pos >= len(raw) and not _is_deflated(ds):
+        return ds, None
+    full = dcmread(io.BytesIO(raw), force=not has_header)
+    full.keys()
+    return full, None
+
+
+def _check_complete(ds: Dataset, name: str, has_pixel_view: bool) -> None:
+    """Reject files that end early: pydicom stops quietly at the end of the bytes."""
+    tags = list(ds.keys())
+    if tags:
+        last = ds.get_item(tags[-1])
+        if (isinstance(last, RawDataElement) and last.value is not None
+                and last.length != 0xFFFFFFFF and len(last.value) < last.length):
+            raise RejectedInstanceError(name, f"truncated: ({last.tag.group:04X},{last.tag.element:04X}) "
+                                              f"has {len(last.value)} of {last.length} bytes")
+    has_pixels = has_pixel_view or any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
+    if has_pixels:
+        return
+    if all(k in ds for k in ("Rows", "Columns", "BitsAllocated")):
+        raise RejectedInstanceError(name, "truncated or incomplete: it has an image pixel module "
+                                          "but no (7FE0,0010) Pixel Data")
+    sop_class = UID(str(ds.get("SOPClassUID", "")))
+    if sop_class.is_valid and "Image Storage" in sop_class.name:
+        raise RejectedInstanceError(name, f"truncated or incomplete: a {sop_class.name} instance "
+                                          "without (7FE0,0010) Pixel Data")
+
+
+def _is_deflated(ds: Dataset) -> bool:
+    return bool(ds.file_meta) and str(ds.file_meta.get("TransferSyntaxUID", "")) == DEFLATED_LE
 
 
 def _actual_syntax(ds: Dataset) -> str:
@@ -208,7 +282,7 @@ def _actual_syntax(ds: Dataset) -> str:
 
 def _as_part10(ds: Dataset, syntax: str) -> bytes:
     meta = ds.file_meta if ds.file_meta else FileMetaDataset()
-    meta.TransferSyntaxUID = syntax
+    meta.TransferSyntaxUID = UID(syntax)
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.file_meta = meta
@@ -217,7 +291,7 @@ def _as_part10(ds: Dataset, syntax: str) -> bytes:
     return out.getvalue()
 
 
-def _native_frames(inst: SourceInstance) -> list[bytes]:
+def _native_frames(inst: SourceInstance) -> list[bytes | memoryview]:
     ds = inst.dataset
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
@@ -227,16 +301,17 @@ def _native_frames(inst: SourceInstance) -> list[bytes]:
         raise RejectedInstanceError(inst.path, f"pixel description incomplete: {exc}") from exc
     count = inst.number_of_frames
     pixels = rows * cols * spp
-    data = ds.PixelData
+    data = inst.pixel_data
+    assert data is not None
     if bits == 1:
         needed = (pixels * count + 7) // 8
         if len(data) < needed:
             raise _truncated(inst, needed, len(data))
         if pixels % 8 == 0:
-            return [bytes(data[i * pixels // 8:(i + 1) * pixels // 8]) for i in range(count)]
+            return [data[i * pixels // 8:(i + 1) * pixels // 8] for i in range(count)]
         flat = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
         return [np.packbits(flat[i * pixels:(i + 1) * pixels], bitorder="little").tobytes()
-                for i in range(count)]
+                for i in range(count)]  # frames of 1-bit data are packed one by one
     size = pixels * bits // 8
     if len(data) < size * count:
         raise _truncated(inst, size * count, len(data))
@@ -244,7 +319,7 @@ def _native_frames(inst: SourceInstance) -> list[bytes]:
         dtype = np.dtype(f">u{bits // 8}")
         data = np.frombuffer(data, dtype, pixels * count).astype(dtype.newbyteorder("<")).tobytes()
     view = memoryview(data)
-    return [bytes(view[i * size:(i + 1) * size]) for i in range(count)]
+    return [view[i * size:(i + 1) * size] for i in range(count)]
 
 
 def _truncated(inst: SourceInstance, needed: int, found: int) -> RejectedInstanceError:
@@ -252,14 +327,14 @@ def _truncated(inst: SourceInstance, needed: int, found: int) -> RejectedInstanc
                                             f"{found} bytes, {needed} needed")
 
 
-def _encapsulated_frames(inst: SourceInstance) -> list[bytes]:
+def _encapsulated_frames(inst: SourceInstance) -> list[bytes | memoryview]:
     ds = inst.dataset
     count = inst.number_of_frames
     extended = None
     if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
         extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
     try:
-        frames = list(generate_frames(ds.PixelData, number_of_frames=count,
+        frames: list[bytes | memoryview] = list(generate_frames(ds.PixelData, number_of_frames=count,
                                       extended_offsets=extended))
     except (ValueError, EOFError, KeyError) as exc:
         raise RejectedInstanceError(inst.path, f"(7FE0,0010) encapsulated PixelData is "

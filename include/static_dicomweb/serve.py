@@ -39,13 +39,14 @@ class SiteHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "static-dicomweb"
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
+        """Access log lines go to ``logging`` at debug level, not to standard error."""
         log.debug("%s %s", self.address_string(), format % args)
 
     def _key(self) -> str:
         return unquote(urlsplit(self.path).path).lstrip("/")
 
-    def do_OPTIONS(self) -> None:  # noqa: N802
+    def do_OPTIONS(self) -> None:
         """CORS preflight."""
         self.send_response(HTTPStatus.NO_CONTENT)
         for name, value in CORS.items():
@@ -53,11 +54,11 @@ class SiteHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         """Headers only."""
         self._answer(send_body=False)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         """The object's bytes, as stored."""
         self._answer(send_body=True)
 
@@ -136,5 +137,10 @@ def serve_in_thread(root: str, host: str = "127.0.0.1", port: int = 0) -> tuple[
     """Start a server in a daemon thread; returns it and its base URL (for tests and tools)."""
     server = make_server(root, host, port)
     threading.Thread(target=server.serve_forever, daemon=True, name="static-dicomweb-serve").start()
-    bound_host, bound_port = server.server_address[:2]
-    return server, f"http://{bound_host}:{bound_port}"
+    return server, base_url(server)
+
+
+def base_url(server: ThreadingHTTPServer) -> str:
+    """``http://host:port`` of a running server."""
+    host, port = server.server_address[:2]
+    return f"http://{host!s}:{port}"

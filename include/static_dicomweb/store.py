@@ -1,21 +1,30 @@
 """Where a site's objects live: a small protocol and the local-folder store.
 
-The local store maps each key ``K`` to two files under the root ``R``:
-``R/K.body`` (the object's bytes exactly as S3 would hold them, gzip included)
-and ``R/K.head.json`` (its headers).  Keys never contain ``.body`` (UIDs are
-digits and dots, the other segments are letters), so ``studies/S/series/SE``
-(a file) and ``studies/S/series/SE/...`` (a folder) live side by side.
-``serve`` maps request paths back by the same rule.  Writes are atomic
-(temporary file, then rename); the headers land before the body, so a body
-that exists is complete.
+The local store maps each key ``K`` to the file ``R/K.body`` under the root
+``R``: the object's bytes exactly as S3 would hold them, gzip included.  Its
+headers (Content-Type, Content-Encoding, Cache-Control and ``x-amz-meta-*``
+user metadata) are kept beside the bytes, in the file's extended attribute
+``user.static_dicomweb.headers`` (JSON), or, on a file system without user
+extended attributes, in the sidecar file ``R/K.head.json``.  Keys never
+contain ``.body`` (UIDs are digits and dots, the other segments are letters),
+so ``studies/S/series/SE`` (a file) and ``studies/S/series/SE/...`` (a
+folder) live side by side.  ``serve`` maps request paths back by the same
+rule.  Writes are atomic: a temporary file gets the bytes and the headers,
+then is renamed into place, so a body that exists is complete.
+
+Copy a local site with ``cp -a`` or ``rsync -aX`` (which keep extended
+attributes); ``aws s3 sync`` does not carry them: use ``static-dicomweb``'s
+own upload (pipeline issue) for S3.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import json
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,8 +34,11 @@ from typing import Protocol
 from .errors import KeyNotFoundError, StoreError
 from .keys import ObjectSpec
 
+log = logging.getLogger(__name__)
+
 BODY = ".body"
 HEAD = ".head.json"
+XATTR = "user.static_dicomweb.headers"
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,7 @@ class Slice:
     trim_end: int = 0
 
 
-Piece = bytes | Slice | Path
+Piece = bytes | memoryview | Slice | Path
 """One piece of a body: bytes, a slice of a stored object, or a whole local file."""
 
 
@@ -47,11 +59,9 @@ class Store(Protocol):
 
     url: str
 
-    def put(self, spec: ObjectSpec, pieces: Sequence[Piece]) -> None:
-        """Write an object (atomically) from pieces, with ``spec``'s headers."""
-
-    def put_if_absent(self, spec: ObjectSpec, data: bytes) -> bytes | None:
-        """Write ``data`` unless the key exists; return the existing body if it does."""
+    def put(self, spec: ObjectSpec, pieces: Sequence[Piece],
+            meta: dict[str, str] | None = None) -> None:
+        """Write an object (atomically) from pieces, with ``spec``'s headers and user metadata."""
 
     def get(self, key: str) -> bytes:
         """The stored bytes of ``key`` (still gzip-compressed where stored so)."""
@@ -73,6 +83,7 @@ class LocalStore:
     ----------
     root
         The site root R.  Created on first write, never written outside.
+
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -80,6 +91,7 @@ class LocalStore:
         self.url = str(self.root)
         self._made: set[Path] = set()
         self._tmp = itertools.count()
+        self._xattr = True
 
     def __reduce__(self) -> tuple[type[LocalStore], tuple[str]]:
         return (LocalStore, (str(self.root),))
@@ -98,58 +110,64 @@ class LocalStore:
         return target.with_name(f".{target.name}.{os.getpid()}.{next(self._tmp)}.tmp")
 
     def _mkdir(self, folder: Path) -> None:
-        if folder not in self._made:
+        """Create ``folder`` and its parents, one ``mkdir`` each, remembering what exists."""
+        if folder in self._made:
+            return
+        if folder == self.root:
             folder.mkdir(parents=True, exist_ok=True)
-            self._made.add(folder)
+        else:
+            if folder.parent not in self._made:
+                self._mkdir(folder.parent)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder)
+        self._made.add(folder)
 
-    def _write(self, target: Path, pieces: Sequence[Piece]) -> Path:
+    def _write(self, target: Path, pieces: Sequence[Piece], headers: bytes) -> Path:
         self._mkdir(target.parent)
         tmp = self._tmp_name(target)
         with open(tmp, "wb", buffering=0) as out:
             for piece in pieces:
-                if isinstance(piece, bytes):
-                    out.write(piece)
+                if isinstance(piece, (bytes, memoryview)):
+                    _write_all(out.fileno(), piece)
                 elif isinstance(piece, Slice):
-                    self._copy_slice(out, piece)
+                    self._copy_slice(out.fileno(), piece)
                 else:
                     with open(piece, "rb") as src:
-                        _copy_range(src.fileno(), out, 0, os.fstat(src.fileno()).st_size)
+                        _copy_range(src.fileno(), out.fileno(), 0, os.fstat(src.fileno()).st_size)
+            if self._xattr:
+                try:
+                    os.setxattr(out.fileno(), XATTR, headers)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                        raise
+                    log.info("%s: no user extended attributes; headers go to .head.json files",
+                             self.root)
+                    self._xattr = False
+            if not self._xattr:
+                head = target.with_name(target.name[: -len(BODY)] + HEAD)
+                head_tmp = self._tmp_name(head)
+                head_tmp.write_bytes(headers)
+                os.replace(head_tmp, head)
         return tmp
 
-    def _copy_slice(self, out: object, piece: Slice) -> None:
+    def _copy_slice(self, out_fd: int, piece: Slice) -> None:
         path = self.path(piece.key)
         try:
             with open(path, "rb") as src:
                 size = os.fstat(src.fileno()).st_size
-                _copy_range(src.fileno(), out, piece.start, size - piece.trim_end - piece.start)
+                _copy_range(src.fileno(), out_fd, piece.start, size - piece.trim_end - piece.start)
         except FileNotFoundError as exc:
             raise KeyNotFoundError(f"{piece.key}: not in {self.url}") from exc
 
-    def _write_head(self, spec: ObjectSpec) -> None:
-        head = self._head_path(spec.key)
-        self._mkdir(head.parent)
-        tmp = self._tmp_name(head)
-        tmp.write_bytes(json.dumps(spec.headers(), sort_keys=True).encode())
-        os.replace(tmp, head)
-
-    def put(self, spec: ObjectSpec, pieces: Sequence[Piece]) -> None:
-        """Write ``spec.key`` from ``pieces``; the headers first, then the body by rename."""
+    def put(self, spec: ObjectSpec, pieces: Sequence[Piece],
+            meta: dict[str, str] | None = None) -> None:
+        """Write ``spec.key`` from ``pieces``: bytes and headers to a temporary file, then rename."""
         target = self.path(spec.key)
-        self._write_head(spec)
-        os.replace(self._write(target, pieces), target)
-
-    def put_if_absent(self, spec: ObjectSpec, data: bytes) -> bytes | None:
-        """Create ``spec.key`` only if it does not exist (``link`` is atomic)."""
-        target = self.path(spec.key)
-        self._write_head(spec)
-        tmp = self._write(target, [data])
-        try:
-            os.link(tmp, target)
-        except FileExistsError:
-            return target.read_bytes()
-        finally:
-            tmp.unlink()
-        return None
+        headers = spec.headers()
+        for name, value in (meta or {}).items():
+            headers[f"x-amz-meta-{name}"] = value
+        encoded = json.dumps(headers, sort_keys=True).encode()
+        os.replace(self._write(target, pieces, encoded), target)
 
     def get(self, key: str) -> bytes:
         """The stored body of ``key``."""
@@ -160,8 +178,13 @@ class LocalStore:
 
     def headers(self, key: str) -> dict[str, str] | None:
         """The headers of ``key`` or None when its body does not exist."""
-        if not self.path(key).is_file():
+        path = self.path(key)
+        try:
+            return dict(json.loads(os.getxattr(path, XATTR)))
+        except FileNotFoundError:
             return None
+        except OSError:
+            pass
         try:
             return dict(json.loads(self._head_path(key).read_bytes()))
         except FileNotFoundError:
@@ -207,11 +230,14 @@ class LocalStore:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _copy_range(src_fd: int, out: object, offset: int, count: int) -> None:
-    """Copy ``count`` bytes from ``src_fd`` at ``offset`` into the open file ``out``."""
-    flush = getattr(out, "flush")
-    flush()
-    dst_fd = getattr(out, "fileno")()
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> None:
+    """Copy ``count`` bytes from ``src_fd`` at ``offset`` to ``dst_fd`` in the kernel."""
     while count > 0:
         sent = os.sendfile(dst_fd, src_fd, offset, count)
         if sent == 0:
@@ -227,6 +253,7 @@ def open_store(dest: str, *, endpoint_url: str | None = None) -> Store:
     ------
     StoreError
         For an ``s3://`` destination until the S3 store lands (pipeline issue).
+
     """
     if dest.startswith("s3://"):
         raise StoreError(f"{dest}: S3 sites are not available in this version; "

@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.uid import UID
 
 from .dicomjson import JsonDict, first
 
@@ -21,7 +22,8 @@ PIXEL_TAGS = {
 }
 
 
-def decode_frame(meta: JsonDict, frame: bytes, transfer_syntax: str, native: bool) -> np.ndarray:
+def decode_frame(meta: JsonDict, frame: bytes | bytearray | memoryview, transfer_syntax: str,
+                 native: bool) -> np.ndarray:
     """Decode one frame with pydicom (and the pylibjpeg plugins) from its metadata.
 
     Parameters
@@ -34,10 +36,11 @@ def decode_frame(meta: JsonDict, frame: bytes, transfer_syntax: str, native: boo
         The frame's transfer syntax.
     native
         Whether ``frame`` is native (uncompressed, little endian) pixel data.
+
     """
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax
+    ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
     for tag, keyword in PIXEL_TAGS.items():
         value = first(meta, tag)
         if value is not None:

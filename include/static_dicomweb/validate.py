@@ -201,6 +201,7 @@ class Validator:
         Where the site is read from.
     decode_frames
         Decode every frame with pydicom (slower, stronger).
+
     """
 
     def __init__(self, reader: SiteReader, *, decode_frames: bool = True) -> None:
@@ -322,7 +323,7 @@ class Validator:
         ctype = resp.headers.get("Content-Type", "")
         info = SYNTAXES.get(syntax)
         try:
-            ((part_headers, payload),) = multipart.split(resp.body, ctype)
+            ((_part_headers, payload),) = multipart.split(resp.body, ctype)
         except ValueError as exc:
             self.report.error(key, f"not a one-part multipart body with its boundary in the "
                                    f"Content-Type header: {exc}")
