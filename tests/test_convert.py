@@ -25,7 +25,7 @@ def tree_digest(root: Path) -> dict[str, str]:
     """Every stored object (body and headers) of a site, hashed."""
     store = LocalStore(root)
     out = {}
-    for key in store.keys():
+    for key in store.keys():  # noqa: SIM118  (a store, not a dict)
         body = store.get(key)
         out[key] = hashlib.sha256(body + repr(sorted(store.headers(key).items())).encode()).hexdigest()  # type: ignore[union-attr]
     return out
@@ -50,7 +50,8 @@ def write_bad_inputs(folder: Path) -> dict[str, str]:
                 delattr(ds, keyword)
             else:
                 setattr(ds, keyword, value)
-        ds.SOPInstanceUID = changes.get("SOPInstanceUID") or f"1.2.826.0.1.3680043.10.1465.99.{len(name)}{ord(name[0])}"
+        fallback = f"1.2.826.0.1.3680043.10.1465.99.{len(name)}{ord(name[0])}"
+        ds.SOPInstanceUID = changes.get("SOPInstanceUID") or fallback
         if "SOPInstanceUID" in changes and changes["SOPInstanceUID"] is None:
             del ds.SOPInstanceUID
         ds.save_as(folder / name, enforce_file_format=True)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import read_dataset
 from pydicom.sequence import Sequence
 
@@ -48,7 +48,7 @@ def explicit_le(*elements: tuple[int, str, bytes]) -> Dataset:
     for tag, vr, value in elements:
         layout = "<HH2s2xI" if vr in LONG_VRS else "<HH2sH"
         raw += struct.pack(layout, tag >> 16, tag & 0xFFFF, vr.encode(), len(value)) + value
-    return read_dataset(DicomBytesIO(raw), is_implicit_VR=False, is_little_endian=True)
+    return read_dataset(io.BytesIO(raw), is_implicit_VR=False, is_little_endian=True)
 
 
 # -- person names ----------------------------------------------------------
@@ -98,6 +98,12 @@ def test_utf8_names_and_text_round_trip_through_part10() -> None:
     assert json.loads(encoded.decode("utf-8")) == out
 
 
+def data_file(name: str) -> Path:
+    path = get_testdata_file(name)
+    assert isinstance(path, str), name
+    return Path(path)
+
+
 def part10_bytes(ds: Dataset) -> bytes:
     buf = io.BytesIO()
     pydicom.dcmwrite(buf, ds, implicit_vr=False, little_endian=True, enforce_file_format=False)
@@ -121,12 +127,6 @@ def test_same_bytes_under_another_character_set_decode_differently() -> None:
     assert expected == "Zoë^Top"
 
 
-@pytest.mark.xfail(strict=True, reason="dataset_to_json's new _CACHE keys undecoded elements by "
-                                       "(tag, VR, raw bytes, endianness, the data set's own (0008,0005)); "
-                                       "a sequence item has no (0008,0005) of its own (it inherits the "
-                                       "parent's), so items with equal bytes under different character "
-                                       "sets share one entry and the second file gets the first file's "
-                                       "decoding")
 def test_sequence_items_decoded_with_their_own_files_character_set() -> None:
     item = Dataset()
     item.PatientName = "Émile^Nested"
@@ -143,9 +143,7 @@ def test_sequence_items_decoded_with_their_own_files_character_set() -> None:
 
 
 def test_repeated_conversion_of_equal_files_is_equal() -> None:
-    from pydicom.data import get_testdata_file
-
-    raw = Path(get_testdata_file("MR_small.dcm")).read_bytes()  # type: ignore[arg-type]
+    raw = data_file("MR_small.dcm").read_bytes()
     first_ = dataset_to_json(from_bytes(raw), Recorder())
     second = dataset_to_json(from_bytes(raw), Recorder())
     assert encode(first_) == encode(second)
@@ -360,18 +358,12 @@ def test_group_length_dropped() -> None:
     assert encode(out).startswith(b'{"00080060":')
 
 
-@pytest.mark.xfail(strict=True, reason="dataset_to_json now iterates ds.keys(), which is insertion "
-                                       "order (Dataset.__iter__ sorts, .keys() does not), so a data "
-                                       "set built or edited in code gives keys out of tag order, "
-                                       "against its docstring 'keys in tag order'")
 def test_keys_in_tag_order() -> None:
     assert list(dataset_to_json(unordered())) == ["00080060", "00090010", "00100020"]
 
 
 def test_real_file_metadata_is_json_clean() -> None:
-    from pydicom.data import get_testdata_file
-
-    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds = pydicom.dcmread(data_file("CT_small.dcm"))
     recorder = Recorder()
     out = dataset_to_json(ds, recorder)
     paths = [path for path, _ in recorder.calls]

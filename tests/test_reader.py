@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import dcmwrite, write_file_meta_info
+from pydicom.uid import UID
 
 from static_dicomweb.errors import PermanentError, RejectedInstanceError
 from static_dicomweb.reader import (
@@ -60,7 +61,7 @@ def with_meta_syntax(tmp_path: Path, name: str, syntax: str) -> Path:
     """``name`` with its file meta claiming ``syntax`` while the data set stays as it is."""
     ds = load(name)
     meta = ds.file_meta
-    meta.TransferSyntaxUID = syntax
+    meta.TransferSyntaxUID = UID(syntax)
     head = DicomBytesIO()
     head.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(head, meta, enforce_standard=True)
@@ -171,7 +172,7 @@ def test_one_bit_multi_frame_seg() -> None:
     assert b"".join(inst.frames) == ds.PixelData[:size * count]
 
 
-def _bits(data: bytes, start: int, count: int) -> list[int]:
+def _bits(data: bytes | memoryview, start: int, count: int) -> list[int]:
     return [(data[(start + i) // 8] >> ((start + i) % 8)) & 1 for i in range(count)]
 
 
@@ -271,10 +272,16 @@ def test_implicit_file_without_preamble(tmp_path: Path) -> None:
     assert pydicom.dcmread(io.BytesIO(inst.p10)).file_meta.TransferSyntaxUID == IMPLICIT_LE
 
 
-def test_no_pixel_data_has_no_frames(tmp_path: Path) -> None:
-    inst = read_instance(modified(tmp_path, "CT_small.dcm", lambda ds: delattr(ds, "PixelData")))
+def test_no_pixel_data_has_no_frames() -> None:
+    inst = read_instance(data_file("rtplan.dcm"))  # RT Plan: no image
+    assert inst.sop_class == "1.2.840.10008.5.1.4.1.1.481.5"
     assert inst.number_of_frames == 0
     assert inst.frames == []
+
+
+def test_image_attributes_without_pixel_data_are_rejected(tmp_path: Path) -> None:
+    path = modified(tmp_path, "CT_small.dcm", lambda ds: delattr(ds, "PixelData"))
+    assert "(7FE0,0010)" in rejected(path).reason
 
 
 # -- rejected files ----------------------------------------------------------
@@ -324,10 +331,6 @@ def test_truncated_encapsulated_is_rejected(tmp_path: Path, fraction: float) -> 
     rejected(path)
 
 
-@pytest.mark.xfail(strict=True, reason="a file cut inside its encapsulated pixel data makes pydicom "
-                                       "return an empty data set, and read_instance then reports "
-                                       "'lacks (0020,000D) StudyInstanceUID' for a file that has one "
-                                       "instead of saying it is truncated")
 def test_truncated_encapsulated_reason_is_not_a_missing_uid(tmp_path: Path) -> None:
     raw = data_file("SC_rgb_rle_2frame.dcm").read_bytes()
     path = tmp_path / "cut.dcm"
@@ -335,14 +338,21 @@ def test_truncated_encapsulated_reason_is_not_a_missing_uid(tmp_path: Path) -> N
     assert "StudyInstanceUID" not in rejected(path).reason
 
 
-@pytest.mark.xfail(strict=True, reason="CT_small.dcm cut at byte 5000 (inside the private OB "
-                                       "element (0043,1029), before (7FE0,0010)) is parsed by pydicom "
-                                       "as a data set that simply ends there, so read_instance accepts "
-                                       "a CT image with no pixel data (0 frames) and a truncated .p10")
-def test_truncated_before_pixel_data_is_rejected(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cut", [1000, 5000, 6290])
+def test_truncated_before_pixel_data_is_rejected(tmp_path: Path, cut: int) -> None:
+    """Cuts inside elements before (7FE0,0010), which pydicom reads as a shorter data set."""
     raw = data_file("CT_small.dcm").read_bytes()
     path = tmp_path / "cut-before-pixels.dcm"
-    path.write_bytes(raw[:5000])
+    path.write_bytes(raw[:cut])
+    rejected(path)
+
+
+def test_segmentation_cut_at_an_element_boundary_is_rejected(tmp_path: Path) -> None:
+    raw = data_file("liver.dcm").read_bytes()
+    rows = raw.find(b"\x28\x00\x10\x00US")
+    assert rows > 0
+    path = tmp_path / "cut-seg.dcm"
+    path.write_bytes(raw[:rows])
     rejected(path)
 
 
@@ -414,13 +424,6 @@ def test_corrupt_bytes_never_escape_as_other_errors(tmp_path: Path) -> None:
             read_instance(tmp_path / "damaged.dcm", bytes(damaged))
 
 
-@pytest.mark.xfail(strict=True, raises=NotImplementedError,
-                   reason="an unknown VR (here on (0028,0100) BitsAllocated) makes pydicom raise "
-                          "NotImplementedError when the raw element is first converted (lazily, in "
-                          "_native_frames); read_instance catches neither it there (only "
-                          "AttributeError/TypeError/ValueError) nor around parsing, so a damaged "
-                          "file escapes as NotImplementedError and convert(), which catches only "
-                          "RejectedInstanceError, crashes instead of rejecting the file")
 def test_unknown_vr_is_rejected(tmp_path: Path) -> None:
     raw = data_file("CT_small.dcm").read_bytes()
     tag = b"\x28\x00\x00\x01US"

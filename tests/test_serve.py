@@ -162,11 +162,6 @@ def test_keep_alive_serves_several_requests(site: Site) -> None:
         conn.close()
 
 
-@pytest.mark.xfail(strict=True, reason="SiteHandler leaves Nagle on (disable_nagle_algorithm is "
-                                       "False) and writes the headers and the body in separate "
-                                       "sends, so on a keep-alive connection every response waits "
-                                       "for the client's delayed ACK: ~40 ms per request instead "
-                                       "of ~1 ms")
 def test_keep_alive_requests_are_not_delayed(site: Site) -> None:
     conn = http.client.HTTPConnection(site.host, site.port, timeout=10)
     try:
@@ -247,18 +242,11 @@ def test_path_traversal_is_404(site: Site, path: str) -> None:
     assert b"NoSuchKey" in body
 
 
-@pytest.mark.xfail(strict=True, reason="a %00 in the path reaches LocalStore.headers -> "
-                                       "os.getxattr, which raises ValueError('embedded null byte'); "
-                                       "serve only catches StoreError, so the handler crashes and "
-                                       "the connection is closed with no response instead of a 404")
 def test_nul_in_path_is_404(site: Site) -> None:
     response, _ = site.raw("GET", "/studies%00")
     assert response.status == 404
 
 
-@pytest.mark.xfail(strict=True, reason="_not_found interpolates the key into the S3-style XML "
-                                       "error body without escaping, so a request path with "
-                                       "'<' or '&' gives malformed XML (and reflects markup)")
 def test_not_found_body_is_well_formed_xml(site: Site) -> None:
     response, body = site.raw("GET", "/%3Cb%3Ex&y")
     assert response.status == 404

@@ -102,12 +102,12 @@ def _write_thumbnail(store: Store, study: str, series: str, metas: Sequence[Json
     if not imaged:
         return
     meta = imaged[len(imaged) // 2]
-    spec = keys.frame(study, series, first(meta, "00080018"), 1, "", "")
-    headers = store.headers(spec.key)
+    key = keys.frame_key(study, series, first(meta, "00080018"), 1)
+    headers = store.headers(key)
     if headers is None:
         return
     try:
-        (_part_headers, payload), *_ = multipart.split(store.get(spec.key), headers["Content-Type"])
+        (_part_headers, payload), *_ = multipart.split(store.get(key), headers["Content-Type"])
         syntax = str(first(meta, "00020010"))
         native = SYNTAXES[syntax].native if syntax in SYNTAXES else True
         frame_ts = "1.2.840.10008.1.2.1" if native else syntax

@@ -105,6 +105,7 @@ class InstanceWriter:
             log.warning("rejected %s: %s", path, exc.reason)
             return Rejected(str(path), exc.reason)
 
+
     def write(self, inst: SourceInstance) -> Written:
         """Claim the SOP Instance UID, then write every object of ``inst``."""
         if inst.sop_class == DICOMDIR_CLASS:

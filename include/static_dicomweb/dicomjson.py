@@ -53,7 +53,10 @@ def _number(text: Any, integer: bool, where: str) -> int | float | None:
         return None
     try:
         if integer:
-            return int(float(str(text).strip())) if "." in str(text) else int(str(text).strip())
+            try:
+                return int(str(text).strip())
+            except ValueError:  # an IS written as "1.5": keep the number, don't truncate it
+                log.warning("%s: %r is not an integer string; written as a number", where, text)
         number = float(str(text).strip())
     except ValueError:
         log.warning("%s: %r is not a number; written as null", where, text)
@@ -146,18 +149,21 @@ def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = 
     Group length elements (gggg,0000) are left out, as PS3.18 F.2 asks.
     Elements still undecoded whose encoded bytes were seen before (most of a
     series' attributes repeat from slice to slice) reuse the JSON made then;
-    binary, sequence and ambiguous-VR elements are always converted.
+    binary, sequence and ambiguous-VR elements are always converted.  The
+    attribute objects may be shared between results: treat them as read-only.
     """
     out: JsonDict = {}
     charset = ds.get_item(0x00080005) if 0x00080005 in ds else None
     charset_bytes = getattr(charset, "value", None)
-    for tag in ds.keys():  # noqa: SIM118  (iterating a Dataset yields converted elements)
+    # only top-level elements are cached: items of a sequence inherit their parent's charset
+    cacheable = not prefix
+    for tag in sorted(ds.keys()):
         if tag.element == 0:
             continue
         raw = cast(DataElement | RawDataElement, ds.get_item(tag))
         key = tag_key(tag)
         cache_key = None
-        if (isinstance(raw, RawDataElement) and raw.VR and raw.VR not in BINARY_VRS
+        if (cacheable and isinstance(raw, RawDataElement) and raw.VR and raw.VR not in BINARY_VRS
                 and raw.VR != "SQ" and " or " not in raw.VR and raw.value is not None):
             cache_key = (tag, raw.VR, raw.value, raw.is_little_endian, charset_bytes)
             cached = _CACHE.get(cache_key)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from .errors import InvalidUIDError
 
-_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-_LOOSE_UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_UID_RE = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
+_LOOSE_UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
 
 DICOM_JSON = "application/dicom+json"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -49,14 +49,14 @@ def validate_uid(value: object, *, what: str = "UID") -> str:
         raise InvalidUIDError(f"{what} is empty")
     if len(text) > 64:
         raise InvalidUIDError(f"{what} {text[:70]!r}... is longer than 64 characters")
-    if not _LOOSE_UID_RE.match(text):
+    if not _LOOSE_UID_RE.fullmatch(text):
         raise InvalidUIDError(f"{what} {text!r} is not digits and dots")
     return text
 
 
 def is_strict_uid(value: str) -> bool:
     """Whether ``value`` also follows PS3.5 §9.1 (no leading zeros)."""
-    return bool(_UID_RE.match(value)) and len(value) <= 64
+    return bool(_UID_RE.fullmatch(value)) and len(value) <= 64
 
 
 @dataclass(frozen=True)
@@ -142,12 +142,17 @@ def instance_prefix(study: str, series: str, instance: str) -> str:
     return f"studies/{study}/series/{series}/instances/{instance}"
 
 
+def frame_key(study: str, series: str, instance: str, number: int) -> str:
+    """The key of one frame (1-based ``number``)."""
+    if number < 1:
+        raise ValueError(f"frame numbers start at 1, got {number}")
+    return f"{instance_prefix(study, series, instance)}/frames/{number}"
+
+
 def frame(study: str, series: str, instance: str, number: int, media_type: str,
           transfer_syntax: str) -> ObjectSpec:
     """One frame (1-based ``number``) in its stored transfer syntax."""
-    if number < 1:
-        raise ValueError(f"frame numbers start at 1, got {number}")
-    key = f"{instance_prefix(study, series, instance)}/frames/{number}"
+    key = frame_key(study, series, instance, number)
     return ObjectSpec(key, multipart_type(media_type, key, transfer_syntax))
 
 
@@ -230,14 +235,3 @@ def validation_report() -> ObjectSpec:
     """The validator's JSON report."""
     return ObjectSpec(f"{SITE_PREFIX}validation-report.json", "application/json",
                       cache_control=INDEX)
-
-
-def spec_for_key(key: str) -> ObjectSpec | None:
-    """The headers of a DICOMweb JSON or site key, from the key alone (None for others)."""
-    if key in ("studies", "series"):
-        return _json(key, index=True)
-    if key.endswith("/metadata"):
-        return _json(key, index=not key.count("/instances/"))
-    if key.endswith(("/series", "/instances")):
-        return _json(key, index=True)
-    return None

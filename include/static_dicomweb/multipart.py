@@ -80,6 +80,6 @@ def _chunks(body: bytes, delim: bytes) -> Iterator[bytes]:
         pos = end + 2 + len(delim)
 
 
-def join(pieces: Sequence[bytes]) -> bytes:
+def join(pieces: Sequence[bytes | memoryview]) -> bytes:
     """Concatenate body pieces (for stores that need one buffer)."""
     return b"".join(pieces)

@@ -14,10 +14,11 @@ import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
@@ -145,6 +146,11 @@ class SourceInstance:
         return _encapsulated_frames(self)
 
 
+#: What pydicom can raise on a damaged file, beyond its own errors.
+UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, NotImplementedError,
+              OverflowError, EOFError, LookupError, struct.error)
+
+
 def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance:
     """Read and check one Part 10 file.
 
@@ -158,9 +164,18 @@ def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance
     Raises
     ------
     RejectedInstanceError
-        For every reason the file cannot be served faithfully.
+        For every reason the file cannot be served faithfully, including a
+        damaged file that pydicom itself trips over.
 
     """
+    try:
+        return _read_instance(path, data)
+    except UNREADABLE as exc:
+        raise RejectedInstanceError(str(path), f"could not be read: {type(exc).__name__}: "
+                                               f"{exc}") from exc
+
+
+def _read_instance(path: str | Path, data: bytes | None) -> SourceInstance:
     name = str(path)
     try:
         raw = Path(path).read_bytes() if data is None else data
@@ -173,6 +188,9 @@ def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance
         ds, pixel_view = _parse(raw, has_header)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, struct.error) as exc:
         raise RejectedInstanceError(name, f"not a readable DICOM file: {exc}") from exc
+    if has_header and not any(tag.group != 0x0002 for tag in ds.keys()):  # noqa: SIM118
+        raise RejectedInstanceError(name, "truncated or unreadable: no data set could be read "
+                                          "after the file meta information")
     if not has_header:
         if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
             raise RejectedInstanceError(name, "not a DICOM file (no 'DICM' prefix at byte 128 "
@@ -207,6 +225,9 @@ def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance
     return inst
 
 
+#: Storage SOP classes that hold pixel data without "Image" in their name.
+PIXEL_SOP_CLASSES = frozenset({"Segmentation Storage", "Label Map Segmentation Storage",
+                               "Parametric Map Storage"})
 _PIXEL_TAG = b"\xe0\x7f\x10\x00"
 
 
@@ -243,7 +264,7 @@ def _check_complete(ds: Dataset, name: str, has_pixel_view: bool) -> None:
     """Reject files that end early: pydicom stops quietly at the end of the bytes."""
     tags = list(ds.keys())
     if tags:
-        last = ds.get_item(tags[-1])
+        last = cast(DataElement | RawDataElement, ds.get_item(tags[-1]))
         if (isinstance(last, RawDataElement) and last.value is not None
                 and last.length != 0xFFFFFFFF and len(last.value) < last.length):
             raise RejectedInstanceError(name, f"truncated: ({last.tag.group:04X},{last.tag.element:04X}) "
@@ -251,11 +272,12 @@ def _check_complete(ds: Dataset, name: str, has_pixel_view: bool) -> None:
     has_pixels = has_pixel_view or any(t in ds for t in (0x7FE00010, 0x7FE00008, 0x7FE00009))
     if has_pixels:
         return
-    if all(k in ds for k in ("Rows", "Columns", "BitsAllocated")):
+    if any(k in ds for k in ("Rows", "Columns", "BitsAllocated")):
         raise RejectedInstanceError(name, "truncated or incomplete: it has an image pixel module "
                                           "but no (7FE0,0010) Pixel Data")
     sop_class = UID(str(ds.get("SOPClassUID", "")))
-    if sop_class.is_valid and "Image Storage" in sop_class.name:
+    if sop_class.is_valid and ("Image Storage" in sop_class.name
+                               or sop_class.name in PIXEL_SOP_CLASSES):
         raise RejectedInstanceError(name, f"truncated or incomplete: a {sop_class.name} instance "
                                           "without (7FE0,0010) Pixel Data")
 

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import threading
+from html import escape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -37,6 +38,7 @@ class SiteHandler(BaseHTTPRequestHandler):
 
     store: LocalStore
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
     server_version = "static-dicomweb"
 
     def log_message(self, format: str, *args: object) -> None:
@@ -64,8 +66,8 @@ class SiteHandler(BaseHTTPRequestHandler):
 
     def _not_found(self, key: str, send_body: bool) -> None:
         body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code>"
-                f"<Message>The specified key does not exist.</Message><Key>{key}</Key></Error>"
-                ).encode()
+                f"<Message>The specified key does not exist.</Message><Key>{escape(key)}</Key>"
+                f"</Error>").encode()
         self.send_response(HTTPStatus.NOT_FOUND)
         self.send_header("Content-Type", "application/xml")
         self.send_header("Content-Length", str(len(body)))
@@ -79,7 +81,7 @@ class SiteHandler(BaseHTTPRequestHandler):
         key = self._key()
         try:
             headers = self.store.headers(key) if key else None
-        except StoreError:
+        except (StoreError, ValueError):
             headers = None
         if headers is None:
             self._not_found(key, send_body)
@@ -91,16 +93,19 @@ class SiteHandler(BaseHTTPRequestHandler):
             start, end = 0, size
             status = HTTPStatus.OK
             match = _RANGE.match(self.headers.get("Range", ""))
-            if match and size:
-                first, last = match.groups()
+            first, last = match.groups() if match else ("", "")
+            if match and size and (first or last) and not (first and last and int(last) < int(first)):
+                # a syntactically invalid range is ignored, as S3 does (RFC 9110 14.2)
                 if first:
                     start, end = int(first), min(size, int(last) + 1 if last else size)
-                elif last:
+                else:
                     start, end = max(0, size - int(last)), size
                 if start >= end:
                     self.send_response(HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE)
                     self.send_header("Content-Range", f"bytes */{size}")
                     self.send_header("Content-Length", "0")
+                    for name, value in CORS.items():
+                        self.send_header(name, value)
                     self.end_headers()
                     return
                 status = HTTPStatus.PARTIAL_CONTENT

@@ -98,9 +98,7 @@ class LocalStore:
 
     def path(self, key: str) -> Path:
         """The body file of ``key``; refuses keys that would leave the root."""
-        if not key or key.startswith("/") or "\\" in key or any(
-                part in ("", ".", "..") for part in key.split("/")):
-            raise StoreError(f"key {key!r} is not a clean relative path")
+        _check_key(key)
         return self.root / (key + BODY)
 
     def _head_path(self, key: str) -> Path:
@@ -192,6 +190,7 @@ class LocalStore:
 
     def children(self, prefix: str) -> list[str]:
         """Immediate children of a key prefix: object names and folder names."""
+        _check_key(prefix, prefix=True)
         folder = self.root / prefix.rstrip("/") if prefix else self.root
         try:
             names = os.listdir(folder)
@@ -209,6 +208,7 @@ class LocalStore:
 
     def keys(self, prefix: str = "") -> Iterator[str]:
         """Every key under ``prefix`` (walks the folder)."""
+        _check_key(prefix, prefix=True)
         base = self.root / prefix if prefix else self.root
         for folder, dirs, files in os.walk(base):
             dirs.sort()
@@ -228,6 +228,14 @@ class LocalStore:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _check_key(key: str, *, prefix: bool = False) -> None:
+    """Refuse keys (and key prefixes) that are not clean relative paths under the root."""
+    parts = key.rstrip("/").split("/") if prefix else key.split("/")
+    if (not key and not prefix) or key.startswith("/") or "\\" in key or "\x00" in key or any(
+            part in ("", ".", "..") for part in parts if key):
+        raise StoreError(f"key {key!r} is not a clean relative path")
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
