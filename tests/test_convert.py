@@ -17,6 +17,7 @@ from static_dicomweb import keys
 from static_dicomweb.convert import convert
 from static_dicomweb.dicomjson import decode
 from static_dicomweb.store import BODY, LocalStore
+from static_dicomweb.validate import validate
 
 from .conftest import sample_files
 
@@ -126,8 +127,20 @@ def test_rerun_is_byte_identical(sample_dir: Path, site_dir: Path, tmp_path: Pat
     convert([sample_dir], LocalStore(again))
     first = tree_digest(site_dir)
     assert tree_digest(again) == first
+    frames = {p: p.stat().st_mtime_ns for p in again.rglob(f"frames/*{BODY}")}
     convert([sample_dir], LocalStore(again))  # and once more onto itself
     assert tree_digest(again) == first
+    # complete instances (same bytes, same profile) are not written again
+    assert {p: p.stat().st_mtime_ns for p in frames} == frames
+
+
+def test_changing_profile_writes_what_is_missing(sample_dir: Path, site_dir: Path,
+                                                 tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    convert([sample_dir], LocalStore(site), profile="viewer")
+    assert convert([sample_dir], LocalStore(site)).ok
+    assert validate(str(site), keep=False).ok
+    assert tree_digest(site).keys() >= tree_digest(site_dir).keys()
 
 
 def test_workers_give_the_same_site(sample_dir: Path, site_dir: Path, tmp_path: Path) -> None:

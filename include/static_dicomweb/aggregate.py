@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import cast
 
 from . import __version__, keys, multipart
@@ -45,13 +46,20 @@ def _get_json(store: Store, key: str) -> object:
     return decode(store.get(key))
 
 
+#: SOP Instance UID → (metadata as compact JSON, QIDO instance row), from this run's conversion.
+Known = Mapping[str, tuple[bytes, JsonDict]]
+
+
 def aggregate(store: Store, touched: Sequence[tuple[str, str]], profile: Profile,
-              report: JsonDict | None = None) -> None:
-    """Rebuild the indexes that ``touched`` (study, series) pairs change, then the manifest."""
+              report: JsonDict | None = None, known: Known | None = None) -> None:
+    """Rebuild the indexes that ``touched`` (study, series) pairs change, then the manifest.
+
+    ``known`` holds what this run converted, so it is not read back from the store.
+    """
     with store.lock():
         studies = sorted({study for study, _ in touched})
         for study, series in touched:
-            aggregate_series(store, study, series, profile)
+            aggregate_series(store, study, series, profile, known or {})
         updated = {study: aggregate_study(store, study) for study in studies}
         aggregate_roots(store, updated)
         if report is not None:
@@ -59,29 +67,41 @@ def aggregate(store: Store, touched: Sequence[tuple[str, str]], profile: Profile
         write_manifest(store, profile)
 
 
-def series_instance_metadata(store: Store, study: str, series: str) -> list[JsonDict]:
-    """The metadata of every complete instance of a series, in instance order."""
-    metas = []
+def series_instances(store: Store, study: str, series: str,
+                     known: Known) -> list[tuple[bytes, JsonDict]]:
+    """(metadata JSON, instance row) of every complete instance of a series, in instance order."""
+    entries = []
     for sop in store.children(f"studies/{study}/series/{series}/instances/"):
+        if sop in known:
+            entries.append(known[sop])
+            continue
         try:
-            metas.append(_get_json(store, keys.instance_metadata(study, series, sop).key)[0])  # type: ignore[index]
+            body = store.get(keys.instance_metadata(study, series, sop).key)
         except KeyNotFoundError:
             log.debug("instance %s of series %s is incomplete; left for its writer", sop, series)
-    return sorted(metas, key=sort_key_instance)
+            continue
+        text = gzip.decompress(body)[1:-1]
+        entries.append((text, instance_row(json.loads(text))))
+    return sorted(entries, key=lambda entry: sort_key_instance(entry[1]))
 
 
-def aggregate_series(store: Store, study: str, series: str, profile: Profile) -> None:
+def aggregate_series(store: Store, study: str, series: str, profile: Profile,
+                     known: Known | None = None) -> None:
     """Write a series' metadata, instance index, Part 10 retrieve, thumbnail and record."""
-    metas = series_instance_metadata(store, study, series)
-    if not metas:
+    entries = series_instances(store, study, series, known or {})
+    if not entries:
         return
-    rows = [instance_row(m) for m in metas]
+    rows = [row for _, row in entries]
     if profile.series_p10:
-        _write_series_p10(store, study, series, [first(m, "00080018") for m in metas])
-    _write_thumbnail(store, study, series, metas)
-    _put_json(store, keys.series_metadata(study, series), metas)
+        _write_series_p10(store, study, series, [first(r, "00080018") for r in rows])
+    imaged = [text for text, row in entries if first(row, "00280008")]
+    if imaged:
+        _write_thumbnail(store, study, series, json.loads(imaged[len(imaged) // 2]))
+    store.put(keys.series_metadata(study, series),
+              [gzip_bytes(b"[" + b",".join(text for text, _ in entries) + b"]")])
     _put_json(store, keys.series_instances(study, series), rows)
-    _put_json(store, keys.series_record(study, series), {"row": series_row(metas), "instances": rows})
+    _put_json(store, keys.series_record(study, series),
+              {"row": series_row(rows[0], len(rows)), "instances": rows})
 
 
 def _write_series_p10(store: Store, study: str, series: str, sops: Sequence[str]) -> None:
@@ -97,11 +117,7 @@ def _write_series_p10(store: Store, study: str, series: str, sops: Sequence[str]
     store.put(spec, pieces)
 
 
-def _write_thumbnail(store: Store, study: str, series: str, metas: Sequence[JsonDict]) -> None:
-    imaged = [m for m in metas if "7FE00010" in m]
-    if not imaged:
-        return
-    meta = imaged[len(imaged) // 2]
+def _write_thumbnail(store: Store, study: str, series: str, meta: JsonDict) -> None:
     key = keys.frame_key(study, series, first(meta, "00080018"), 1)
     headers = store.headers(key)
     if headers is None:

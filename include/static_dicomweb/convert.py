@@ -9,6 +9,8 @@ Rerunning writes the same keys with the same bytes.  Aggregation (``aggregate.py
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import multiprocessing
 import os
@@ -23,6 +25,7 @@ from .aggregate import aggregate
 from .dicomjson import JsonDict, dataset_to_json, encode, gzip_bytes
 from .errors import ConflictError, RejectedInstanceError
 from .profiles import Profile, get_profile
+from .qido import instance_row
 from .reader import SourceInstance, read_instance
 from .store import Store
 from .thumbnail import render
@@ -32,11 +35,12 @@ log = logging.getLogger(__name__)
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 #: The user metadata (``x-amz-meta-sha256`` on S3) that records which Part 10 bytes an instance holds.
 SHA256_META = "x-amz-meta-sha256"
+PROFILE_META = "x-amz-meta-profile"
 
 
 @dataclass(frozen=True)
 class Written:
-    """One instance now in the site."""
+    """One instance now in the site, with what aggregation needs of it."""
 
     path: str
     study: str
@@ -44,6 +48,9 @@ class Written:
     sop: str
     sha256: str
     frames: int
+    #: Its metadata as compact JSON (one object), and its QIDO instance row.
+    metadata: bytes = field(repr=False, default=b"")
+    row: JsonDict = field(repr=False, default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -107,11 +114,26 @@ class InstanceWriter:
 
 
     def write(self, inst: SourceInstance) -> Written:
-        """Claim the SOP Instance UID, then write every object of ``inst``."""
+        """Check the SOP Instance UID against the site, then write every object of ``inst``.
+
+        An instance the site already holds with the same bytes under the same
+        profile is complete (its metadata is written last) and is not written
+        again: a rerun after an interruption only does what is left.
+        """
         if inst.sop_class == DICOMDIR_CLASS:
             raise RejectedInstanceError(inst.path, "a DICOMDIR (media directory), not an instance")
-        self._check_conflict(inst)
         store, s, se, i = self.store, inst.study, inst.series, inst.sop
+        meta_key = keys.instance_metadata(s, se, i).key
+        held = store.headers(meta_key) or {}
+        if held.get(SHA256_META) not in (None, inst.sha256):
+            raise ConflictError(
+                inst.path, f"SOP Instance UID {i} is already in the site with different content "
+                           f"(sha256 {held[SHA256_META][:12]}…, this file {inst.sha256[:12]}…); "
+                           "not replaced")
+        if held.get(SHA256_META) == inst.sha256 and held.get(PROFILE_META) == self.profile.name:
+            text = gzip.decompress(store.get(meta_key))[1:-1]
+            return Written(inst.path, s, se, i, inst.sha256, len(inst.frames), text,
+                           instance_row(json.loads(text)))
         meta = self.metadata(inst)
         for number, data in enumerate(inst.frames, start=1):
             spec = keys.frame(s, se, i, number, inst.syntax.media_type, inst.syntax.frame_syntax)
@@ -125,18 +147,10 @@ class InstanceWriter:
 
             pixels = decode_frame(meta, inst.frames[0], inst.syntax.frame_syntax, inst.syntax.native)
             store.put(keys.instance_thumbnail(s, se, i), [render(meta, pixels)])
-        store.put(keys.instance_metadata(s, se, i), [gzip_bytes(encode([meta]))],
-                  meta={"sha256": inst.sha256})
-        return Written(inst.path, s, se, i, inst.sha256, len(inst.frames))
-
-    def _check_conflict(self, inst: SourceInstance) -> None:
-        """Refuse to replace an instance already in the site with different content."""
-        headers = self.store.headers(keys.instance_metadata(inst.study, inst.series, inst.sop).key)
-        held = (headers or {}).get(SHA256_META)
-        if held is not None and held != inst.sha256:
-            raise ConflictError(
-                inst.path, f"SOP Instance UID {inst.sop} is already in the site with different "
-                           f"content (sha256 {held[:12]}…, this file {inst.sha256[:12]}…); not replaced")
+        text = encode(meta)
+        store.put(keys.instance_metadata(s, se, i), [gzip_bytes(b"[" + text + b"]")],
+                  meta={"sha256": inst.sha256, "profile": self.profile.name})
+        return Written(inst.path, s, se, i, inst.sha256, len(inst.frames), text, instance_row(meta))
 
     def metadata(self, inst: SourceInstance) -> JsonDict:
         """The instance's WADO-RS metadata; large binary values become bulk data objects."""
@@ -225,7 +239,8 @@ def convert(inputs: Iterable[str | Path], store: Store, *, profile: str | Profil
     result.written.sort(key=lambda w: (w.study, w.series, w.sop))
     result.rejected.sort(key=lambda r: r.path)
     touched = sorted({(w.study, w.series) for w in result.written})
-    aggregate(store, touched, prof, report=result.report())
+    known = {w.sop: (w.metadata, w.row) for w in result.written}
+    aggregate(store, touched, prof, report=result.report(), known=known)
     result.seconds = time.perf_counter() - started
     log.info("converted %d instances of %d series in %.2f s; %d rejected", len(result.written),
              len(touched), result.seconds, len(result.rejected))

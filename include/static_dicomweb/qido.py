@@ -77,15 +77,22 @@ def instance_row(meta: JsonDict) -> JsonDict:
     return out
 
 
-def series_row(metas: Sequence[JsonDict]) -> JsonDict:
-    """A row of ``studies/{S}/series`` and of the root ``series``, from the series' instances."""
-    meta = metas[0]
+def series_row(meta: JsonDict, count: int) -> JsonDict:
+    """A row of ``studies/{S}/series`` and of the root ``series``.
+
+    Parameters
+    ----------
+    meta
+        The metadata (or the instance row) of the series' first instance.
+    count
+        The number of instances in the series.
+    """
     study, series = first(meta, STUDY_UID), first(meta, SERIES_UID)
     out = study_attrs(meta)
     _pick(meta, SERIES_ATTRS, out)
     out["00080056"] = ONLINE
     out["00081190"] = _url(f"studies/{study}/series/{series}")
-    out["00201209"] = _count(len(metas))
+    out["00201209"] = _count(count)
     return out
 
 
