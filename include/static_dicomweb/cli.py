@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, errors only")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     conv = verbs.add_parser("convert", help="convert Part 10 files into a site",
@@ -140,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING if args.quiet else (logging.INFO, logging.INFO, logging.DEBUG)[
-        min(args.verbose, 2)]
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if args.verbose == 0 and not args.quiet:
-        logging.getLogger("static_dicomweb").setLevel(logging.WARNING)
+    level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)]
+    logging.basicConfig(level=logging.ERROR if args.quiet else level,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:  # the codec plugins log every tile at INFO
+        logging.getLogger("openjpeg").setLevel(logging.WARNING)
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
     try:
