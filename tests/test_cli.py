@@ -55,12 +55,6 @@ def test_validate_fails_on_a_missing_site(tmp_path: Path) -> None:
     assert "manifest" in out.stderr
 
 
-def test_s3_destination_is_a_clear_error(tmp_path: Path) -> None:
-    out = run("convert", str(tmp_path), "--out", "s3://bucket/prefix")
-    assert out.returncode == 3
-    assert "s3://bucket/prefix" in out.stderr
-
-
 def test_serve_answers_until_stopped(site_dir: Path) -> None:
     proc = subprocess.Popen([EXE, "serve", str(site_dir), "--host", "127.0.0.1", "--port", "0"],
                             stderr=subprocess.PIPE, text=True)

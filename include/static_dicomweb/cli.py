@@ -155,3 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"static-dicomweb: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except Exception as exc:
+        if type(exc).__module__.startswith(("botocore", "boto3", "s3transfer")):  # S3 said no
+            print(f"static-dicomweb: error: S3: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        raise

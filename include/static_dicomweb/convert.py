@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import pickle
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -175,7 +176,9 @@ class InstanceWriter:
 
 def _pool_init(store: Store, profile: Profile) -> None:
     global _WORKER
-    _WORKER = InstanceWriter(store, profile)
+    # a copy made through pickle: each worker opens its own connections (boto3 clients are not
+    # safe to share across fork)
+    _WORKER = InstanceWriter(pickle.loads(pickle.dumps(store)), profile)
 
 
 _WORKER: InstanceWriter | None = None

@@ -260,10 +260,11 @@ def open_store(dest: str, *, endpoint_url: str | None = None) -> Store:
     Raises
     ------
     StoreError
-        For an ``s3://`` destination until the S3 store lands (pipeline issue).
+        For an ``s3://`` URL without a bucket.
 
     """
     if dest.startswith("s3://"):
-        raise StoreError(f"{dest}: S3 sites are not available in this version; "
-                         "convert to a folder and sync it (docs/deploy-s3.md)")
+        from .s3store import S3Store
+
+        return S3Store(dest, endpoint_url=endpoint_url)
     return LocalStore(dest)
