@@ -81,8 +81,8 @@ def raw_get(url: str) -> requests.Response:
 
 def test_every_key_answers_alike_from_s3_and_folder(s3_site: S3Store, site_dir: Path,
                                                     site_url: str, moto_endpoint: str) -> None:
-    folder_keys = sorted(LocalStore(site_dir).keys())
-    s3_keys = sorted(s3_site.keys())
+    folder_keys = sorted(LocalStore(site_dir).walk())
+    s3_keys = sorted(s3_site.walk())
     assert s3_keys == folder_keys
     base = f"{moto_endpoint}/{s3_site.bucket}/{s3_site.prefix}"
     for key in s3_keys:
@@ -99,10 +99,10 @@ def test_s3_site_validates_over_http(s3_site: S3Store, moto_endpoint: str) -> No
 
 
 def test_rerun_on_s3_keeps_every_object(s3_site: S3Store, sample_dir: Path) -> None:
-    before = {k: s3_site.get(k) for k in s3_site.keys()}
+    before = {k: s3_site.get(k) for k in s3_site.walk()}
     result = convert([sample_dir], s3_site)
     assert result.ok
-    after = {k: s3_site.get(k) for k in s3_site.keys()}
+    after = {k: s3_site.get(k) for k in s3_site.walk()}
     assert after == before
 
 

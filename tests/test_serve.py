@@ -305,7 +305,7 @@ def test_make_server_refuses_missing_folder(tmp_path: Path) -> None:
 
 def test_every_object_of_converted_site_served_as_stored(site_dir: Path, site_url: str) -> None:
     store = LocalStore(site_dir)
-    all_keys = list(store.keys())
+    all_keys = list(store.walk())
     assert len(all_keys) > 20
     for key in all_keys:
         # a fresh connection each time: see test_keep_alive_requests_are_not_delayed

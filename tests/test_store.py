@@ -216,17 +216,17 @@ def test_keys_walks_everything(store: LocalStore) -> None:
     with store.lock():
         pass
     (store.root / "studies" / ".hidden.body").write_bytes(b"")
-    found = list(store.keys())
+    found = list(store.walk())
     assert sorted(found) == sorted(written)
     assert len(found) == len(set(found))
-    assert sorted(store.keys("studies/1/series/2")) == [
+    assert sorted(store.walk("studies/1/series/2")) == [
         "studies/1/series/2/instances/3/frames/1", "studies/1/series/2/metadata"]
     for key in found:
         assert store.get(key) == key.encode()
 
 
 def test_keys_of_empty_store(store: LocalStore) -> None:
-    assert list(store.keys()) == []
+    assert list(store.walk()) == []
 
 
 # -- lock ------------------------------------------------------------------
@@ -290,7 +290,7 @@ def test_lock_file_is_not_a_key(store: LocalStore) -> None:
     with store.lock():
         pass
     assert (store.root / "_site" / ".lock").exists()
-    assert list(store.keys()) == []
+    assert list(store.walk()) == []
     assert store.children("_site/") == []
 
 
@@ -308,5 +308,7 @@ def test_open_store(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "x"))
     assert isinstance(store, LocalStore)
     assert store.url == str((tmp_path / "x").resolve())
-    with pytest.raises(StoreError, match="s3://bucket/prefix"):
-        open_store("s3://bucket/prefix")
+    s3 = open_store("s3://bucket/prefix/", endpoint_url="http://127.0.0.1:9")
+    assert (s3.url, type(s3).__name__) == ("s3://bucket/prefix", "S3Store")
+    with pytest.raises(StoreError, match="no bucket"):
+        open_store("s3:///prefix")

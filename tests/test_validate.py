@@ -84,7 +84,7 @@ def test_count_mismatch_and_string_numbers_are_found(damaged: tuple[Path, LocalS
 def test_unresolvable_bulk_data_uri_is_found(damaged: tuple[Path, LocalStore]) -> None:
     site, store = damaged
     study, _series, _metas = first_series(store)
-    for key in list(store.keys(f"studies/{study}")):
+    for key in list(store.walk(f"studies/{study}")):
         if "/bulkdata/" in key or key.endswith("/frames/1"):
             store.path(key).unlink()
             break

@@ -180,7 +180,7 @@ class S3Store:
                 names.add(item["Key"][len(full):])
         return sorted(n for n in names if n)
 
-    def keys(self, prefix: str = "") -> Iterator[str]:
+    def walk(self, prefix: str = "") -> Iterator[str]:
         """Every key under ``prefix``."""
         full = self.object_key(prefix.rstrip("/")) + "/" if prefix else (
             f"{self.prefix}/" if self.prefix else "")

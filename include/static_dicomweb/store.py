@@ -206,7 +206,7 @@ class LocalStore:
                 out.add(name)
         return sorted(out)
 
-    def keys(self, prefix: str = "") -> Iterator[str]:
+    def walk(self, prefix: str = "") -> Iterator[str]:
         """Every key under ``prefix`` (walks the folder)."""
         _check_key(prefix, prefix=True)
         base = self.root / prefix if prefix else self.root
