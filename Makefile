@@ -6,11 +6,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo
 PORT ?= 8080
+# Airflow for the demo and the DAG tests: a project-local home with SQLite, this repository's DAGs
+AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
+	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	$(BIN)/airflow
 
 .PHONY: help venv demo test unit lint typecheck bench serve constraints clean
 
 help:
-	@echo "make demo       sample CT -> static DICOMweb site in $(DEMO)/site, validated"
+	@echo "make demo       sample CT -> the dicomweb_site Airflow DAG -> $(DEMO)/site, validated"
 	@echo "make test       lint, type check and the whole test suite"
 	@echo "make bench      conversion speed vs the three-copy cp -r floor (docs/benchmarks.md)"
 	@echo "make serve      serve $(DEMO)/site on http://127.0.0.1:$(PORT)/"
@@ -26,7 +30,13 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/static-dicomweb sample $(DEMO)/input
-	$(BIN)/static-dicomweb convert $(DEMO)/input --out $(DEMO)/site --workers 2
+	$(AIRFLOW) db migrate > $(DEMO)/airflow-db.log 2>&1 || { tail -20 $(DEMO)/airflow-db.log; exit 1; }
+	@echo "airflow dags test dicomweb_site (source $(DEMO)/input, destination $(DEMO)/site) ..."
+	@$(AIRFLOW) dags test dicomweb_site \
+		-c '{"source": "$(CURDIR)/$(DEMO)/input", "destination": "$(CURDIR)/$(DEMO)/site"}' \
+		> $(DEMO)/dag-run.log 2>&1 || { tail -40 $(DEMO)/dag-run.log; exit 1; }
+	@grep -q "state=success, run_type" $(DEMO)/dag-run.log || { grep -E "error|Error" $(DEMO)/dag-run.log | tail -20; echo "the DAG run failed; log: $(DEMO)/dag-run.log"; exit 1; }
+	@echo "DAG run succeeded (log: $(DEMO)/dag-run.log)"
 	$(BIN)/static-dicomweb validate $(DEMO)/site
 	@echo
 	@echo "SITE: $(CURDIR)/$(DEMO)/site"
@@ -56,4 +66,4 @@ constraints: $(STAMP)
 	mv constraints.tmp constraints-airflow.txt
 
 clean:
-	rm -rf $(DEMO) .bench .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(DEMO) .bench .airflow .pytest_cache .mypy_cache .ruff_cache

@@ -76,9 +76,13 @@ class ConversionResult:
         """True when no file was rejected."""
         return not self.rejected
 
+    def touched(self) -> list[tuple[str, str]]:
+        """The (study, series) pairs that received instances, sorted."""
+        return sorted({(w.study, w.series) for w in self.written})
+
     def report(self) -> JsonDict:
         """The conversion report kept with the site (``_site/conversion-report.json``)."""
-        series = sorted({f"{w.study}/{w.series}" for w in self.written})
+        series = [f"{study}/{series}" for study, series in self.touched()]
         return {"instances": len(self.written), "series": series,
                 "rejected": [{"path": r.path, "reason": r.reason} for r in self.rejected],
                 "skipped": self.skipped}
@@ -201,6 +205,32 @@ def _run(files: Sequence[Path], store: Store, profile: Profile,
         yield from pool.imap_unordered(_pool_run, files, chunksize=chunk)
 
 
+def convert_files(inputs: Iterable[str | Path], store: Store, *, profile: str | Profile = "default",
+                  workers: int = 1, progress: bool = False) -> ConversionResult:
+    """Write the per-instance objects of Part 10 files; no indexes (see :func:`convert`).
+
+    The Airflow DAG maps this over batches of series, then aggregates once.
+    """
+    started = time.perf_counter()
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    files = collect_files(inputs)
+    log.info("converting %d files into %s (profile %s, %d workers)", len(files), store.url,
+             prof.name, workers)
+    result = ConversionResult()
+    bar = _progress(len(files), progress)
+    for outcome in _run(files, store, prof, workers):
+        if isinstance(outcome, Written):
+            result.written.append(outcome)
+        else:
+            result.rejected.append(outcome)
+        bar.update(1)
+    bar.close()
+    result.written.sort(key=lambda w: (w.study, w.series, w.sop))
+    result.rejected.sort(key=lambda r: r.path)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
 def convert(inputs: Iterable[str | Path], store: Store, *, profile: str | Profile = "default",
             workers: int = 1, progress: bool = False) -> ConversionResult:
     """Convert Part 10 files into a site in ``store``.
@@ -227,21 +257,8 @@ def convert(inputs: Iterable[str | Path], store: Store, *, profile: str | Profil
     """
     started = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
-    files = collect_files(inputs)
-    log.info("converting %d files into %s (profile %s, %d workers)", len(files), store.url,
-             prof.name, workers)
-    result = ConversionResult()
-    bar = _progress(len(files), progress)
-    for outcome in _run(files, store, prof, workers):
-        if isinstance(outcome, Written):
-            result.written.append(outcome)
-        else:
-            result.rejected.append(outcome)
-        bar.update(1)
-    bar.close()
-    result.written.sort(key=lambda w: (w.study, w.series, w.sop))
-    result.rejected.sort(key=lambda r: r.path)
-    touched = sorted({(w.study, w.series) for w in result.written})
+    result = convert_files(inputs, store, profile=prof, workers=workers, progress=progress)
+    touched = result.touched()
     known = {w.sop: (w.metadata, w.row) for w in result.written}
     aggregate(store, touched, prof, report=result.report(), known=known)
     result.seconds = time.perf_counter() - started

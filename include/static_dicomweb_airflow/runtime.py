@@ -1,0 +1,35 @@
+"""Runtime glue: stores from a destination and an Airflow connection; errors at the boundary."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from airflow.sdk.exceptions import AirflowFailException
+
+from static_dicomweb.errors import PermanentError
+from static_dicomweb.store import LocalStore, Store
+
+
+def store_for(destination: str, aws_conn_id: str | None = "aws_default") -> Store:
+    """The store of a site: a folder, or ``s3://bucket/prefix`` through the Amazon provider.
+
+    The S3 client comes from ``S3Hook(aws_conn_id)`` (its connection's credentials,
+    region and endpoint), so MinIO and AWS are configured in Airflow, not in code.
+    """
+    if destination.startswith("s3://"):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+        from static_dicomweb.s3store import S3Store
+
+        return S3Store(destination, client=S3Hook(aws_conn_id=aws_conn_id).get_conn())
+    return LocalStore(destination)
+
+
+@contextlib.contextmanager
+def permanent_errors_fail() -> Iterator[None]:
+    """Errors a retry cannot fix fail the task without retrying; others propagate (and retry)."""
+    try:
+        yield
+    except PermanentError as exc:
+        raise AirflowFailException(str(exc)) from exc

@@ -1,0 +1,79 @@
+"""DAG validation (the DagBag imports cleanly, the shape is right) and a real `airflow dags test` run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from static_dicomweb.sample import SampleSpec, generate_sample
+from static_dicomweb.store import LocalStore
+
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+
+
+@pytest.fixture(scope="module")
+def dagbag():  # type: ignore[no-untyped-def]
+    from airflow.models.dagbag import DagBag
+
+    return DagBag(dag_folder=str(ROOT / "dags"))
+
+
+def test_dags_import_without_errors(dagbag) -> None:  # type: ignore[no-untyped-def]
+    assert dagbag.import_errors == {}
+    assert "dicomweb_site" in dagbag.dags
+
+
+def test_dicomweb_site_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.dags["dicomweb_site"]
+    assert [t.task_id for t in dag.topological_sort()] == [
+        "discover", "convert", "aggregate", "validate", "publish"]
+    for task in dag.tasks:
+        assert task.retries >= 3 and task.retry_exponential_backoff, task.task_id
+    assert {"source", "destination", "series_uids", "limit", "batch_size"} <= set(dag.params)
+    (outlet,) = dag.get_task("publish").outlets
+    assert outlet.name == "dicomweb_site"
+
+
+def test_dag_files_do_no_work_at_parse_time() -> None:
+    # heavy imports happen inside tasks: parsing the DAG file must not pull in the library,
+    # pydicom or numpy (boto3 is loaded by Airflow itself, for the Amazon provider's Asset URIs)
+    code = ("import sys, runpy; runpy.run_path(sys.argv[1]); "
+            "print(sorted(m for m in ('pydicom', 'numpy', 'static_dicomweb') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "dags" / "dicomweb_site.py")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def digest(root: Path) -> dict[str, str]:
+    store = LocalStore(root)
+    return {k: hashlib.sha256(store.get(k)).hexdigest() for k in store.walk()
+            if k != "_site/conversion-report.json" and k != "_site/validation-report.json"}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_airflow_dags_test_builds_the_same_site_as_the_cli(tmp_path: Path) -> None:
+    generate_sample(tmp_path / "in", SampleSpec(patients=1, slices=4, rows=32, columns=32))
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+    conf = {"source": str(tmp_path / "in"), "destination": str(tmp_path / "dag-site"),
+            "batch_size": 1}
+    run = subprocess.run([AIRFLOW, "dags", "test", "dicomweb_site", "-c", json.dumps(conf)],
+                         env=env, capture_output=True, text=True, timeout=600, check=False)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-3000:]
+    assert "state=success, run_type" in log, log[-3000:]
+    cli = subprocess.run([str(Path(sys.executable).with_name("static-dicomweb")), "convert",
+                          str(tmp_path / "in"), "--out", str(tmp_path / "cli-site")],
+                         capture_output=True, text=True, check=False)
+    assert cli.returncode == 0, cli.stderr
+    assert digest(tmp_path / "dag-site") == digest(tmp_path / "cli-site")
