@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 from . import __version__, keys, multipart
@@ -60,11 +60,11 @@ def aggregate(store: Store, touched: Sequence[tuple[str, str]], profile: Profile
         studies = sorted({study for study, _ in touched})
         for study, series in touched:
             aggregate_series(store, study, series, profile, known or {})
-        updated = {study: aggregate_study(store, study) for study in studies}
-        aggregate_roots(store, updated)
+        study_lines = aggregate_roots(store, ((study, *aggregate_study(store, study))
+                                              for study in studies))
         if report is not None:
             store.put(keys.conversion_report(), [encode(report)])
-        write_manifest(store, profile)
+        write_manifest(store, profile, study_lines)
 
 
 def series_instances(store: Store, study: str, series: str,
@@ -175,30 +175,75 @@ def _load_rows(store: Store, key: str) -> list[JsonDict]:
     return cast(list[JsonDict], rows)
 
 
-def aggregate_roots(store: Store, updated: dict[str, tuple[JsonDict, list[JsonDict]]]) -> None:
-    """Merge the updated studies' rows into the root ``studies`` and ``series``."""
-    studies = [r for r in _load_rows(store, "studies") if first(r, STUDY_UID) not in updated]
-    studies += [row for row, _ in updated.values()]
-    studies.sort(key=lambda r: first(r, STUDY_UID))
-    series = [r for r in _load_rows(store, "series") if first(r, STUDY_UID) not in updated]
-    series += [r for _, rows in updated.values() for r in rows]
-    series.sort(key=lambda r: (first(r, STUDY_UID), *sort_key_series(r)))
-    _put_json(store, keys.all_series(), series)
-    _put_json(store, keys.studies(), studies)
+def _line(sort_key: str, counts: str, row: JsonDict) -> bytes:
+    return f"{sort_key}\t{counts}\t".encode() + encode(row)
 
 
-def write_manifest(store: Store, profile: Profile) -> JsonDict:
+def _study_line(row: JsonDict) -> bytes:
+    return _line(first(row, STUDY_UID), f"{first(row, '00201206', 0)} {first(row, '00201208', 0)}", row)
+
+
+def _series_line(row: JsonDict) -> bytes:
+    number, uid = sort_key_series(row)
+    return _line(f"{first(row, STUDY_UID)} {number:010d} {uid}", "", row)
+
+
+def _root_lines(store: Store, name: str) -> list[bytes]:
+    """The lines of a root index's record; made once from the index itself if missing."""
+    record = keys.root_record(name)
+    if store.headers(record.key) is not None:
+        return gzip.decompress(store.get(record.key)).split(b"\n")
+    to_line = _study_line if name == "studies" else _series_line
+    return [to_line(row) for row in _load_rows(store, name)]
+
+
+def _study_of(line: bytes) -> bytes:
+    return line.split(b"\t", 1)[0].split(b" ", 1)[0]
+
+
+def _merge_root(store: Store, name: str, drop: set[bytes], new: list[bytes]) -> list[bytes]:
+    """Replace the rows of the ``drop`` studies by ``new`` lines; write the index and its record."""
+    lines = [line for line in _root_lines(store, name) if line and _study_of(line) not in drop]
+    lines += new
+    lines.sort()
+    body = b"[" + b",".join(line.split(b"\t", 2)[2] for line in lines) + b"]"
+    spec = keys.studies() if name == "studies" else keys.all_series()
+    store.put(keys.root_record(name), [gzip_bytes(b"\n".join(lines))])
+    store.put(spec, [gzip_bytes(body)])
+    return lines
+
+
+def aggregate_roots(store: Store,
+                    updated: Iterable[tuple[str, JsonDict, Sequence[JsonDict]]]) -> list[bytes]:
+    """Merge updated studies (UID, study row, series rows) into the root ``series`` and ``studies``.
+
+    ``updated`` is consumed once and may be a generator.  Only the updated
+    studies' rows are encoded; the others are carried over as bytes from the
+    root records.  Returns the lines of ``studies``.
+    """
+    drop: set[bytes] = set()
+    series_lines: list[bytes] = []
+    study_lines: list[bytes] = []
+    for study, row, rows in updated:
+        drop.add(study.encode())
+        study_lines.append(_study_line(row))
+        series_lines.extend(_series_line(r) for r in rows)
+    _merge_root(store, "series", drop, series_lines)
+    return _merge_root(store, "studies", drop, study_lines)
+
+
+def write_manifest(store: Store, profile: Profile, study_lines: Sequence[bytes]) -> JsonDict:
     """Write the manifest (counts and index checksums), last of all objects."""
-    studies = _load_rows(store, "studies")
+    counts = [line.split(b"\t", 2)[1].split() for line in study_lines]
     indexes = {key: hashlib.sha256(store.get(key)).hexdigest() for key in ("studies", "series")
                if store.headers(key) is not None}
     manifest: JsonDict = {
         "generator": {"name": "static-dicomweb", "version": __version__},
         "layout": LAYOUT_VERSION,
         "profile": profile.name,
-        "counts": {"studies": len(studies),
-                   "series": sum(first(r, "00201206", 0) for r in studies),
-                   "instances": sum(first(r, "00201208", 0) for r in studies)},
+        "counts": {"studies": len(study_lines),
+                   "series": sum(int(c[0]) for c in counts),
+                   "instances": sum(int(c[1]) for c in counts)},
         "indexes_sha256": indexes,
     }
     store.put(keys.manifest(), [encode(manifest)])

@@ -220,6 +220,17 @@ def series_record(study: str, series_uid: str) -> ObjectSpec:
                       GZIP, INDEX)
 
 
+def root_record(name: str) -> ObjectSpec:
+    """The aggregator's line-per-row copy of a root index (``studies`` or ``series``).
+
+    Each line is sort key, counts and row JSON, separated by tabs; merging a few studies into
+    it needs no JSON parsing of the other rows.
+    """
+    if name not in ("studies", "series"):
+        raise ValueError(f"no root index {name!r}")
+    return ObjectSpec(f"{SITE_PREFIX}roots/{name}.jsonl", "application/x-ndjson", GZIP, INDEX)
+
+
 def manifest() -> ObjectSpec:
     """The site manifest, written last."""
     return ObjectSpec(f"{SITE_PREFIX}manifest.json", "application/json", cache_control=INDEX)

@@ -212,8 +212,8 @@ class SampleSpec:
             ("patients", 1),
             ("studies_per_patient", 1),
             ("slices", 1),
-            ("rows", 16),
-            ("columns", 16),
+            ("rows", 32),  # OpenJPEG's encoder fails below 32 (opj_start_compress)
+            ("columns", 32),
             ("seed", 0),
         ):
             value = getattr(self, name)
