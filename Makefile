@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(AIRFLOW) db migrate > $(DEMO)/airflow-db.log 2>&1 || { tail -20 $(DEMO)/airflow-db.log; exit 1; }
 	@echo "airflow dags test dicomweb_site (source $(DEMO)/input, destination $(DEMO)/site) ..."
 	@$(AIRFLOW) dags test dicomweb_site \
-		-c '{"source": "$(CURDIR)/$(DEMO)/input", "destination": "$(CURDIR)/$(DEMO)/site"}' \
+		-c '{"source": "$(CURDIR)/$(DEMO)/input", "destination": "$(CURDIR)/$(DEMO)/site", "skip_localizers": false}' \
 		> $(DEMO)/dag-run.log 2>&1 || { tail -40 $(DEMO)/dag-run.log; exit 1; }
 	@grep -q "state=success, run_type" $(DEMO)/dag-run.log || { grep -E "error|Error" $(DEMO)/dag-run.log | tail -20; echo "the DAG run failed; log: $(DEMO)/dag-run.log"; exit 1; }
 	@echo "DAG run succeeded (log: $(DEMO)/dag-run.log)"

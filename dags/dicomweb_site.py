@@ -1,31 +1,40 @@
 """DICOM Part 10 files → a static DICOMweb site, validated and published.
 
-``discover`` groups the source's files by series and plans batches of whole
-series; ``convert`` is mapped over the batches (each an idempotent
-transaction writing per-instance objects); ``aggregate`` merges them into the
-study and root indexes (one writer); ``validate`` checks the site against the
-site contract and PS3.18; ``publish`` emits the ``dicomweb_site`` Asset event.
-Trigger it from the UI with params, e.g. ``{"source": "/data/nlst",
-"destination": "s3://bucket/nlst"}``; S3 access uses the ``aws_conn_id``
-connection.
+``discover`` lists the source's series (a folder, ``s3://bucket/prefix``,
+``nbia:NLST`` for TCIA, ``idc:nlst`` for NCI IDC) and plans batches of whole
+series (at most 1,024); ``download`` fetches each batch (resumable, verified);
+``convert`` writes each batch's per-instance objects (an idempotent
+transaction); ``aggregate`` merges them into the study and root indexes (one
+writer); ``validate`` checks the site against the site contract and PS3.18;
+``publish`` emits the ``dicomweb_site`` Asset event.
+
+Manual runs take the whole source.  The weekly schedule takes only what the
+source changed in the run's data interval, so backfills over past intervals
+work and reruns are idempotent.  Trigger from the UI with params, e.g.
+``{"source": "nbia:NLST", "destination": "s3://bucket/nlst", "limit": 10}``;
+S3 access uses the ``aws_conn_id`` connection.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from static_dicomweb_airflow.assets import SITE
 
 PARAMS = {
-    "source": Param("/data/dicom", type="string", description="folder of Part 10 files"),
+    "source": Param("/data/dicom", type="string",
+                    description="folder, s3://bucket/prefix, nbia:COLLECTION or idc:collection"),
     "destination": Param("/data/site", type="string", description="site folder or s3://bucket/prefix"),
     "series_uids": Param([], type="array", description="only these SeriesInstanceUIDs (empty: all)"),
+    "patient_ids": Param([], type="array", description="only these PatientIDs (empty: all)"),
     "limit": Param(0, type="integer", minimum=0, description="at most this many series (0: all)"),
-    "batch_size": Param(50, type="integer", minimum=1, description="series per mapped convert task"),
+    "skip_localizers": Param(True, type="boolean", description="leave out series of 1-3 images"),
+    "batch_size": Param(50, type="integer", minimum=1, description="series per mapped task"),
     "profile": Param("default", enum=["default", "viewer", "full"]),
+    "download_dir": Param("/tmp/static-dicomweb-downloads", type="string"),
     "aws_conn_id": Param("aws_default", type="string"),
     "validate_url": Param("", type="string", description="validate over HTTP here instead"),
 }
@@ -33,16 +42,31 @@ RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponentia
            "max_retry_delay": timedelta(minutes=10)}
 
 
-@dag(dag_id="dicomweb_site", schedule=None, catchup=False, params=PARAMS, default_args=RETRIES,
-     tags=["static-dicomweb"], doc_md=__doc__)
+# a data-interval timetable (Airflow 3's plain cron schedules have none): each weekly run covers
+# the week before it, which the sources filter on
+WEEKLY = CronDataIntervalTimetable("@weekly", timezone="UTC")
+
+
+@dag(dag_id="dicomweb_site", schedule=WEEKLY, start_date=datetime(2026, 1, 1), catchup=False,
+     params=PARAMS, default_args=RETRIES, tags=["static-dicomweb"], doc_md=__doc__)
 def dicomweb_site() -> None:
     # the task bodies import the library (pydicom, numpy, boto3) when they run, not at parse time
 
     @task
-    def discover(params: dict[str, Any] | None = None) -> list[list[str]]:
+    def discover(params: dict[str, Any] | None = None, dag_run: Any = None,
+                 data_interval_start: datetime | None = None,
+                 data_interval_end: datetime | None = None) -> list[list[dict[str, Any]]]:
         from static_dicomweb_airflow import tasks
 
-        return tasks.discover(params or {})
+        scheduled = dag_run is not None and str(dag_run.run_type).endswith("scheduled")
+        window = (data_interval_start, data_interval_end) if scheduled else (None, None)
+        return tasks.discover(params or {}, *window)
+
+    @task(max_active_tis_per_dagrun=4)
+    def download(refs: list[dict[str, Any]], params: dict[str, Any] | None = None) -> list[str]:
+        from static_dicomweb_airflow import tasks
+
+        return tasks.download(refs, params or {})
 
     @task(max_active_tis_per_dagrun=4)
     def convert(files: list[str], params: dict[str, Any] | None = None) -> Any:
@@ -68,7 +92,8 @@ def dicomweb_site() -> None:
         outlet_events[SITE].extra = report
         return report
 
-    publish(validate(aggregate(convert.expand(files=discover()))))
+    files = download.expand(refs=discover())
+    publish(validate(aggregate(convert.expand(files=files))))
 
 
 dicomweb_site()

@@ -33,10 +33,12 @@ def test_dags_import_without_errors(dagbag) -> None:  # type: ignore[no-untyped-
 def test_dicomweb_site_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     dag = dagbag.dags["dicomweb_site"]
     assert [t.task_id for t in dag.topological_sort()] == [
-        "discover", "convert", "aggregate", "validate", "publish"]
+        "discover", "download", "convert", "aggregate", "validate", "publish"]
     for task in dag.tasks:
         assert task.retries >= 3 and task.retry_exponential_backoff, task.task_id
-    assert {"source", "destination", "series_uids", "limit", "batch_size"} <= set(dag.params)
+    assert {"source", "destination", "series_uids", "patient_ids", "limit", "batch_size",
+            "skip_localizers"} <= set(dag.params)
+    assert type(dag.timetable).__name__ == "CronDataIntervalTimetable" and not dag.catchup
     (outlet,) = dag.get_task("publish").outlets
     assert outlet.name == "dicomweb_site"
 
@@ -66,7 +68,7 @@ def test_airflow_dags_test_builds_the_same_site_as_the_cli(tmp_path: Path) -> No
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     conf = {"source": str(tmp_path / "in"), "destination": str(tmp_path / "dag-site"),
-            "batch_size": 1}
+            "batch_size": 1, "skip_localizers": False}
     run = subprocess.run([AIRFLOW, "dags", "test", "dicomweb_site", "-c", json.dumps(conf)],
                          env=env, capture_output=True, text=True, timeout=600, check=False)
     log = run.stdout + run.stderr

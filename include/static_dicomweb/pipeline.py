@@ -11,36 +11,21 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict
+from datetime import datetime
 from pathlib import Path
-from typing import TypedDict
-
-from pydicom import dcmread
-from pydicom.errors import InvalidDicomError
+from typing import Any, TypedDict
 
 from .aggregate import aggregate
-from .convert import collect_files, convert_files
+from .convert import convert_files
 from .profiles import get_profile
+from .sources import SeriesRef, open_source, skip_localizers
 from .store import Store
 
 log = logging.getLogger(__name__)
 
 #: Airflow refuses to map a task over more than this many items by default.
 MAX_MAP_LENGTH = 1024
-#: Files whose header cannot be read are grouped under this key; converting them rejects each
-#: with its reason, so nothing is dropped silently.
-UNSORTED = ("", "")
-
-
-@dataclass(frozen=True)
-class SeriesFiles:
-    """The files of one series found at a source."""
-
-    study: str
-    series: str
-    files: tuple[str, ...]
-
-
 class BatchResult(TypedDict):
     """What one mapped conversion returns (it goes through XCom)."""
 
@@ -59,34 +44,46 @@ class Summary(TypedDict):
     rejected: list[dict[str, str]]
 
 
-def discover_folder(inputs: Iterable[str | Path]) -> list[SeriesFiles]:
-    """Group the Part 10 files under ``inputs`` by series, reading only their headers."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for path in collect_files(inputs):
-        try:
-            ds = dcmread(path, stop_before_pixels=True,
-                         specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])
-            key = (str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID))
-        except (InvalidDicomError, AttributeError, OSError, ValueError, EOFError, KeyError,
-                TypeError):
-            key = UNSORTED
-        groups.setdefault(key, []).append(str(path))
-    return [SeriesFiles(study, series, tuple(files))
-            for (study, series), files in sorted(groups.items())]
+def discover(source: str, *, since: datetime | None = None, until: datetime | None = None,
+             series_uids: Iterable[str] = (), patient_ids: Iterable[str] = (), limit: int = 0,
+             skip_localizer_series: bool = True) -> list[SeriesRef]:
+    """The series to convert from ``source`` (see :func:`static_dicomweb.sources.open_source`).
+
+    ``since``/``until`` (a scheduled run's data interval) keep what changed in
+    it; explicit UIDs and patients narrow it; localizers (1–3 images) are left
+    out by default; ``limit`` caps the count for trials.
+    """
+    refs: Iterable[SeriesRef] = open_source(source).list_series(since=since, until=until)
+    wanted, patients = set(series_uids), set(patient_ids)
+    if wanted:
+        refs = (r for r in refs if r.series_uid in wanted)
+    if patients:
+        refs = (r for r in refs if r.patient_id in patients)
+    if skip_localizer_series:
+        refs = skip_localizers(iter(refs))
+    found = list(refs)
+    log.info("%s: %d series to convert", source, len(found))
+    return found[:limit] if limit else found
 
 
-def plan_batches(series: Sequence[SeriesFiles], batch_size: int,
-                 max_batches: int = MAX_MAP_LENGTH) -> list[list[str]]:
-    """Batches of whole series (file lists) for a mapped task: at most ``max_batches`` of them.
+def plan_batches(refs: Sequence[SeriesRef], batch_size: int,
+                 max_batches: int = MAX_MAP_LENGTH) -> list[list[dict[str, Any]]]:
+    """Batches of whole series for a mapped task: at most ``max_batches`` of them.
 
     ``batch_size`` is the number of series per batch; it grows when there are
     more than ``batch_size * max_batches`` series (204,346 NLST series fit in
-    1,024 batches of 200).
+    1,024 batches of 200).  Refs become dicts, for XCom.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
-    size = max(batch_size, math.ceil(len(series) / max_batches))
-    return [[f for s in series[i:i + size] for f in s.files] for i in range(0, len(series), size)]
+    size = max(batch_size, math.ceil(len(refs) / max_batches))
+    return [[asdict(r) for r in refs[i:i + size]] for i in range(0, len(refs), size)]
+
+
+def download_batch(source: str, refs: Sequence[dict[str, Any]], dest: str | Path) -> list[str]:
+    """Fetch a batch of series into ``dest`` (resumable, verified); the local files to convert."""
+    opened = open_source(source)
+    return [str(p) for ref in refs for p in opened.fetch(SeriesRef(**ref), Path(dest))]
 
 
 def convert_batch(files: Sequence[str], store: Store, profile: str = "default",

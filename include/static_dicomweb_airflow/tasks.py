@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from static_dicomweb import pipeline
@@ -12,18 +14,25 @@ from static_dicomweb.validate import validate
 from .runtime import permanent_errors_fail, store_for
 
 
-def discover(params: dict[str, Any]) -> list[list[str]]:
-    """List the source's series and plan the mapped batches."""
+def discover(params: dict[str, Any], since: datetime | None,
+             until: datetime | None) -> list[list[dict[str, Any]]]:
+    """List the source's series (those changed in the window, if any) and plan batches."""
     with permanent_errors_fail():
-        found = pipeline.discover_folder([params["source"]])
-        wanted = set(params.get("series_uids") or [])
-        if wanted:
-            found = [s for s in found if s.series in wanted]
-        if params.get("limit"):
-            found = found[: int(params["limit"])]
-        if not found:
+        refs = pipeline.discover(params["source"], since=since, until=until,
+                                 series_uids=params.get("series_uids") or (),
+                                 patient_ids=params.get("patient_ids") or (),
+                                 limit=int(params.get("limit") or 0),
+                                 skip_localizer_series=bool(params.get("skip_localizers", True)))
+        if not refs and not (since or until):
             raise PermanentError(f"{params['source']}: no DICOM series found")
-        return pipeline.plan_batches(found, int(params.get("batch_size") or 50))
+        return pipeline.plan_batches(refs, int(params.get("batch_size") or 50))
+
+
+def download(refs: Sequence[dict[str, Any]], params: dict[str, Any]) -> list[str]:
+    """Fetch one batch of series to the download folder (a no-op for local folders)."""
+    with permanent_errors_fail():
+        dest = Path(params.get("download_dir") or "/tmp/static-dicomweb-downloads")
+        return pipeline.download_batch(params["source"], refs, dest)
 
 
 def convert(files: Sequence[str], params: dict[str, Any]) -> pipeline.BatchResult:

@@ -42,3 +42,26 @@ class Source(Protocol):
 def skip_localizers(refs: Iterator[SeriesRef], min_instances: int = 4) -> Iterator[SeriesRef]:
     """Leave out series of 1–3 images (NLST has ~70k CT localizers); unknown counts are kept."""
     return (r for r in refs if r.instances == 0 or r.instances >= min_instances)
+
+
+def open_source(spec: str, **options: object) -> Source:
+    """The source named by ``spec``.
+
+    ``nbia:COLLECTION`` (TCIA's NBIA API), ``idc:COLLECTION`` (NCI IDC),
+    ``s3://bucket/prefix`` (Part 10 files on S3), anything else a local folder.
+    """
+    if spec.startswith("nbia:"):
+        from .nbia import NbiaSource
+
+        return NbiaSource(spec.removeprefix("nbia:") or "NLST", **options)  # type: ignore[arg-type]
+    if spec.startswith("idc:"):
+        from .idc import IdcSource
+
+        return IdcSource(spec.removeprefix("idc:") or "nlst", **options)  # type: ignore[arg-type]
+    if spec.startswith("s3://"):
+        from .folder import S3PrefixSource
+
+        return S3PrefixSource(spec, **options)  # type: ignore[arg-type]
+    from .folder import FolderSource
+
+    return FolderSource(spec)
