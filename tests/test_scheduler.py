@@ -1,0 +1,325 @@
+"""A real Airflow deployment runs ``dicomweb_site`` and survives ``kill -9`` of a convert task.
+
+The api-server, the scheduler (LocalExecutor) and the dag-processor run as separate processes on
+a PostgreSQL metadata database (``scripts/postgres.sh``: installed from the distribution's
+packages when missing, started on 127.0.0.1).  The DAG is unpaused and triggered through the
+REST API v2; once a mapped ``convert`` task instance is running and has written part of its
+series, its task process gets SIGKILL.  The retry (the DAG's own retry policy) must succeed, and
+the final site must equal, object by object (bytes and headers), the site ``static-dicomweb
+convert`` makes from the same input.  Skipped only when PostgreSQL cannot be installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import pytest
+import requests
+from pydicom import dcmread
+
+from static_dicomweb.sample import SampleSpec, generate_sample
+from static_dicomweb.store import LocalStore
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+AIRFLOW = str(BIN / "airflow")
+POSTGRES_SH = ROOT / "scripts" / "postgres.sh"
+POSTGRES_CANNOT_BE_INSTALLED = 77  # scripts/postgres.sh's exit status for "skip"
+DAG_ID = "dicomweb_site"
+#: 4 series of 120 slices (and 4 small ones): a big convert task runs ~4 s on 2 cores, ~1 s of
+#: it writing, so the test sees it mid-write without slowing the task down
+SPEC = SampleSpec(patients=2, slices=120, rows=128, columns=128)
+#: objects whose content differs between any two runs (timings, paths)
+REPORTS = {"_site/conversion-report.json", "_site/validation-report.json"}
+DEADLINE_S = 240.0  # from the trigger to the end of the run, retry delay (10-20 s) included
+
+T = TypeVar("T")
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no file)"
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float,
+             diagnose: Callable[[], str] = lambda: "", interval: float = 0.25) -> T:
+    """Poll ``probe`` until it returns something other than None (no fixed sleeps elsewhere)."""
+    end = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() > end:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnose()}")
+        time.sleep(interval)
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    # not pytest's tmp_path: run as root the server runs as `postgres`, which cannot reach a
+    # folder under /tmp/pytest-of-root (0700); mkdtemp gives a folder it can be handed
+    folder = Path(tempfile.mkdtemp(prefix="sdw-postgres-"))
+    start = time.monotonic()
+    out = subprocess.run(["bash", str(POSTGRES_SH), "start", str(folder), str(free_port())],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
+                         check=False)
+    print(f"scripts/postgres.sh: {time.monotonic() - start:.1f} s\n{out.stderr}")
+    try:
+        if out.returncode == POSTGRES_CANNOT_BE_INSTALLED:
+            pytest.skip(f"PostgreSQL cannot be installed here: {out.stderr.strip()[-500:]}")
+        assert out.returncode == 0, f"scripts/postgres.sh failed ({out.returncode}):\n{out.stderr}"
+        yield out.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["bash", str(POSTGRES_SH), "stop", str(folder)], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=120, check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- Airflow -------------------------------------------------------------------------------------
+
+@dataclass
+class Airflow:
+    """A running deployment: its REST API and where its logs are."""
+
+    url: str
+    home: Path
+    session: requests.Session
+
+    def api(self, method: str, path: str, expect: tuple[int, ...] = (200,), **kw: Any) -> Any:
+        response = self.session.request(method, f"{self.url}/api/v2{path}", timeout=30, **kw)
+        assert response.status_code in expect, (
+            f"{method} /api/v2{path}: {response.status_code} {response.text[:1000]}")
+        return response.json() if response.content else None
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} (last lines)\n{tail(p)}"
+                         for p in sorted((self.home / "logs").glob("*.log")))
+
+
+def kill_leftovers(home: Path) -> None:
+    """SIGKILL any process still running with this AIRFLOW_HOME (task processes start sessions)."""
+    marker = f"AIRFLOW_HOME={home}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+def stop(processes: list[subprocess.Popen[bytes]], home: Path) -> None:
+    for proc in processes:  # each leads its own process group (start_new_session)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    end = time.monotonic() + 30
+    for proc in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, end - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    kill_leftovers(home)
+
+
+@pytest.fixture(scope="module")
+def airflow(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
+    assert importlib.util.find_spec("asyncpg"), (
+        "Airflow 3.3 on PostgreSQL needs asyncpg (its async engine): add it to requirements.txt")
+    home = tmp_path_factory.mktemp("airflow-home")
+    (home / "logs").mkdir()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    password = secrets.token_urlsafe(16)
+    (home / "passwords.json").write_text(json.dumps({"admin": password}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_url,
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        # the components sign and check each other's JWTs (task identity on the Execution API)
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        # parse the DAG once (one DAG version for the run, less CPU on small CI machines)
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "600",
+        # the weekly schedule would add a run of its own on unpause: manual runs only
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+    })
+    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=home, capture_output=True,
+                             text=True, timeout=300, check=False)
+    assert migrate.returncode == 0, (migrate.stdout + migrate.stderr)[-3000:]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, args in (("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port)]),
+                           ("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"])):
+            with open(home / "logs" / f"{name}.log", "wb") as log:
+                processes.append(subprocess.Popen([AIRFLOW, *args], env=env, cwd=home,
+                                                  stdin=subprocess.DEVNULL, stdout=log,
+                                                  stderr=subprocess.STDOUT, start_new_session=True))
+        deployment = Airflow(url, home, requests.Session())
+
+        def healthy() -> bool | None:
+            for proc in processes:
+                assert proc.poll() is None, f"{proc.args} exited {proc.returncode}\n{deployment.logs()}"
+            with contextlib.suppress(requests.RequestException, ValueError):
+                health = requests.get(f"{url}/api/v2/monitor/health", timeout=5).json()
+                if all((health.get(part) or {}).get("status") == "healthy"
+                       for part in ("metadatabase", "scheduler", "dag_processor")):
+                    return True
+            return None
+
+        wait_for("api-server, scheduler and dag-processor to be healthy", healthy, 180,
+                 deployment.logs)
+        # Simple auth manager: a JWT for a configured user (POST /auth/token, 201)
+        token = requests.post(f"{url}/auth/token", json={"username": "admin", "password": password},
+                              timeout=30)
+        assert token.status_code == 201, token.text
+        deployment.session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        yield deployment
+    finally:
+        stop(processes, home)
+
+
+# -- the test ------------------------------------------------------------------------------------
+
+def site_objects(root: Path) -> dict[str, tuple[bytes, dict[str, str] | None]]:
+    store = LocalStore(root)
+    return {k: (store.get(k), store.headers(k)) for k in store.walk() if k not in REPORTS}
+
+
+def when(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # includes installing PostgreSQL on a fresh machine
+def test_kill_9_of_a_convert_task_is_retried_to_the_same_site(airflow: Airflow, tmp_path: Path) -> None:
+    source, site = tmp_path / "in", tmp_path / "dag-site"
+    generate_sample(source, SPEC)
+
+    wait_for(f"the dag-processor to serialize {DAG_ID}",
+             lambda: True if airflow.session.get(f"{airflow.url}/api/v2/dags/{DAG_ID}",
+                                                 timeout=30).status_code == 200 else None,
+             120, airflow.logs)
+    airflow.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+    run = airflow.api("POST", f"/dags/{DAG_ID}/dagRuns", json={
+        "logical_date": None,
+        # the CLI converts every series: so must the DAG (its default leaves out 1-3 image series)
+        "conf": {"source": str(source), "destination": str(site), "batch_size": 1,
+                 "skip_localizers": False, "download_dir": str(tmp_path / "downloads")}})
+    run_path = f"/dags/{DAG_ID}/dagRuns/{quote(run['dag_run_id'], safe='')}"
+
+    def task_instances() -> list[dict[str, Any]]:
+        listed = airflow.api("GET", f"{run_path}/taskInstances", params={"limit": 1000})
+        return list(listed["task_instances"])
+
+    def diagnose() -> str:
+        rows = [f"{t['task_id']}[{t['map_index']}] {t['state']} try {t['try_number']}"
+                for t in task_instances()]
+        return "\n".join(rows) + "\n" + airflow.logs()
+
+    # what each mapped convert converts: the return value of the task feeding it (mapped or not)
+    feeder = next(t for t in airflow.api("GET", f"/dags/{DAG_ID}/tasks")["tasks"]
+                  if "convert" in t["downstream_task_ids"])
+    inputs: dict[int, tuple[list[str], str]] = {}
+
+    def files_and_series(map_index: int) -> tuple[list[str], str]:
+        """The files of convert[map_index] and the site folder of their series (batch_size 1)."""
+        if map_index not in inputs:
+            xcom = f"{run_path}/taskInstances/{feeder['task_id']}/xcomEntries/return_value"
+            if feeder["is_mapped"]:
+                files = airflow.api("GET", xcom, params={"map_index": map_index})["value"]
+            else:
+                files = airflow.api("GET", xcom)["value"][map_index]
+            ds = dcmread(files[0], stop_before_pixels=True,
+                         specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])
+            inputs[map_index] = (files, f"studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}")
+        return inputs[map_index]
+
+    def kill_one_mid_write() -> dict[str, Any] | None:
+        """SIGKILL a running convert of a big series that has written some instances, not all."""
+        converts = [t for t in task_instances() if t["task_id"] == "convert"]
+        for ti in converts:
+            if ti["state"] != "running" or not ti["pid"]:
+                continue
+            files, series = files_and_series(ti["map_index"])
+            done = len(list((site / series / "instances").glob("*/metadata.body")))
+            if len(files) < SPEC.slices or not 0 < done < len(files):
+                continue
+            try:  # the task runner itself (the supervisor's command line says "LocalExecutor")
+                cmdline = Path(f"/proc/{ti['pid']}/cmdline").read_bytes().decode(errors="replace")
+            except FileNotFoundError:
+                continue
+            if ti["id"] not in cmdline or "LocalExecutor" in cmdline:
+                continue
+            os.kill(ti["pid"], signal.SIGKILL)
+            return {**ti, "written_when_killed": done, "batch_size": len(files)}
+        if converts and all(t["state"] in ("success", "failed", "upstream_failed") for t in converts):
+            pytest.fail("every convert task finished before one was caught mid-write: make SPEC "
+                        f"bigger\n{diagnose()}")
+        return None
+
+    killed = wait_for("a convert task instance running and mid-write", kill_one_mid_write,
+                      DEADLINE_S, diagnose, interval=0.05)
+    print(f"SIGKILL convert[{killed['map_index']}] pid {killed['pid']} after "
+          f"{killed['written_when_killed']} of {killed['batch_size']} instances")
+
+    final = wait_for("the DAG run to finish", lambda: (
+        r if (r := airflow.api("GET", run_path))["state"] in ("success", "failed") else None),
+        DEADLINE_S, diagnose, interval=1.0)
+    assert final["state"] == "success", diagnose()
+
+    ti_path = f"{run_path}/taskInstances/convert/{killed['map_index']}"
+    ti = airflow.api("GET", ti_path)
+    assert (ti["state"], ti["try_number"]) == ("success", 2), ti
+    tries = sorted(airflow.api("GET", f"{ti_path}/tries")["task_instances"],
+                   key=lambda t: t["try_number"])
+    assert [t["try_number"] for t in tries] == [1, 2], tries
+    assert tries[0]["state"] in ("up_for_retry", "failed") and tries[0]["pid"] == killed["pid"], tries
+    # the DAG's retry_delay (10 s, exponential backoff) held the retry back
+    assert (when(tries[1]["start_date"]) - when(tries[0]["end_date"])).total_seconds() >= 10, tries
+
+    clean = tmp_path / "cli-site"
+    cli = subprocess.run([str(BIN / "static-dicomweb"), "convert", str(source), "--out", str(clean)],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert cli.returncode == 0, cli.stderr[-3000:]
+    expected, got = site_objects(clean), site_objects(site)
+    assert sorted(got) == sorted(expected), (
+        f"missing {sorted(set(expected) - set(got))[:10]}, extra {sorted(set(got) - set(expected))[:10]}")
+    differ = [k for k in expected if got[k] != expected[k]]
+    assert not differ, f"{len(differ)} objects differ, e.g. {differ[:10]}"
