@@ -11,7 +11,7 @@ AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
 	$(BIN)/airflow
 
-.PHONY: help venv demo test unit lint typecheck bench serve constraints clean
+.PHONY: help venv demo test unit lint typecheck bench bench-aggregate serve constraints clean
 
 help:
 	@echo "make demo       sample CT -> the dicomweb_site Airflow DAG -> $(DEMO)/site, validated"
@@ -60,6 +60,9 @@ test: lint typecheck
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_convert.py --json .bench/results.json
+
+bench-aggregate: $(STAMP)
+	$(BIN)/python bench/bench_aggregate.py --json .bench/aggregate.json
 
 constraints: $(STAMP)
 	{ head -2 constraints-airflow.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^static-dicomweb'; } > constraints.tmp
