@@ -9,6 +9,8 @@ PORT ?= 8080
 # Airflow for the demo and the DAG tests: a project-local home with SQLite, this repository's DAGs
 AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
 	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__OPENLINEAGE__NAMESPACE=static-dicomweb \
+	AIRFLOW__OPENLINEAGE__TRANSPORT='{"type": "file", "log_file_path": "$(CURDIR)/$(DEMO)/openlineage.jsonl", "append": true}' \
 	$(BIN)/airflow
 
 .PHONY: help venv demo test unit lint typecheck bench bench-aggregate serve constraints clean
@@ -36,7 +38,7 @@ demo: $(STAMP)
 		-c '{"source": "$(CURDIR)/$(DEMO)/input", "destination": "$(CURDIR)/$(DEMO)/site", "skip_localizers": false}' \
 		> $(DEMO)/dag-run.log 2>&1 || { tail -40 $(DEMO)/dag-run.log; exit 1; }
 	@grep -q "state=success, run_type" $(DEMO)/dag-run.log || { grep -E "error|Error" $(DEMO)/dag-run.log | tail -20; echo "the DAG run failed; log: $(DEMO)/dag-run.log"; exit 1; }
-	@echo "DAG run succeeded (log: $(DEMO)/dag-run.log)"
+	@echo "DAG run succeeded (log: $(DEMO)/dag-run.log; OpenLineage events: $(DEMO)/openlineage.jsonl)"
 	$(BIN)/static-dicomweb validate $(DEMO)/site
 	@echo
 	@echo "SITE: $(CURDIR)/$(DEMO)/site"

@@ -65,7 +65,9 @@ def test_airflow_dags_test_builds_the_same_site_as_the_cli(tmp_path: Path) -> No
     generate_sample(tmp_path / "in", SampleSpec(patients=1, slices=4, rows=32, columns=32))
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+               {"type": "file", "log_file_path": str(tmp_path / "ol.jsonl"), "append": True})}
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     conf = {"source": str(tmp_path / "in"), "destination": str(tmp_path / "dag-site"),
             "batch_size": 1, "skip_localizers": False}
@@ -79,3 +81,11 @@ def test_airflow_dags_test_builds_the_same_site_as_the_cli(tmp_path: Path) -> No
                          capture_output=True, text=True, check=False)
     assert cli.returncode == 0, cli.stderr
     assert digest(tmp_path / "dag-site") == digest(tmp_path / "cli-site")
+    # lineage: OpenLineage events name the source series read and the site written
+    events = [json.loads(line) for line in (tmp_path / "ol.jsonl").read_text().splitlines() if line]
+    converts = [e for e in events if e["job"]["name"] == "dicomweb_site.convert"
+                and e["eventType"] == "COMPLETE"]
+    assert converts
+    assert {o["name"] for e in converts for o in e["outputs"]} == {str(tmp_path / "dag-site")}
+    read = {i["name"] for e in converts for i in e["inputs"]}
+    assert read and all(name.startswith(str(tmp_path / "in")) for name in read)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -33,3 +35,26 @@ def permanent_errors_fail() -> Iterator[None]:
         yield
     except PermanentError as exc:
         raise AirflowFailException(str(exc)) from exc
+
+
+def site_uri(destination: str) -> str:
+    """The lineage URI of a site: its ``s3://`` URL or a ``file://`` URL of its folder."""
+    if destination.startswith("s3://"):
+        return destination.rstrip("/")
+    return Path(destination).resolve().as_uri()
+
+
+def report_lineage(task: Any, inputs: Iterable[str], output: str | None) -> None:
+    """Tell Airflow's hook-lineage collector (read by OpenLineage) what a task read and wrote.
+
+    ``inputs`` are URIs of the source series (``s3://…``, ``https://…getImage?…``,
+    ``file://…``); ``output`` the site's.  ``task`` identifies the caller (the
+    collector expects a hook; any stable object serves).
+    """
+    from airflow.sdk.lineage import get_hook_lineage_collector
+
+    collector = get_hook_lineage_collector()
+    for uri in inputs:
+        collector.add_input_asset(task, uri=uri)
+    if output:
+        collector.add_output_asset(task, uri=output)

@@ -11,7 +11,7 @@ from static_dicomweb import pipeline
 from static_dicomweb.errors import PermanentError
 from static_dicomweb.validate import validate
 
-from .runtime import permanent_errors_fail, store_for
+from .runtime import permanent_errors_fail, report_lineage, site_uri, store_for
 
 
 def discover(params: dict[str, Any], since: datetime | None,
@@ -32,14 +32,29 @@ def download(refs: Sequence[dict[str, Any]], params: dict[str, Any]) -> list[str
     """Fetch one batch of series to the download folder (a no-op for local folders)."""
     with permanent_errors_fail():
         dest = Path(params.get("download_dir") or "/tmp/static-dicomweb-downloads")
-        return pipeline.download_batch(params["source"], refs, dest)
+        files = pipeline.download_batch(params["source"], refs, dest)
+    report_lineage(download, (_series_uri(params["source"], ref) for ref in refs), None)
+    return files
+
+
+def _series_uri(source: str, ref: dict[str, Any]) -> str:
+    """A URI naming one source series, for lineage."""
+    location = str(ref.get("location") or "")
+    if location.startswith(("s3://", "http://", "https://")):
+        return location
+    first = location.split("\n", 1)[0]
+    return Path(first).resolve().parent.as_uri() if first else Path(source).resolve().as_uri()
 
 
 def convert(files: Sequence[str], params: dict[str, Any]) -> pipeline.BatchResult:
     """Convert one batch of series into the destination."""
     with permanent_errors_fail():
-        return pipeline.convert_batch(files, store_for(params["destination"], params.get("aws_conn_id")),
-                                      params.get("profile") or "default")
+        result = pipeline.convert_batch(files, store_for(params["destination"],
+                                                         params.get("aws_conn_id")),
+                                        params.get("profile") or "default")
+    folders = sorted({Path(f).resolve().parent.as_uri() for f in files})
+    report_lineage(convert, folders, site_uri(params["destination"]))
+    return result
 
 
 def aggregate(results: Sequence[pipeline.BatchResult], params: dict[str, Any]) -> pipeline.Summary:
