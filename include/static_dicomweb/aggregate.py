@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
-from . import __version__, keys, multipart
+from . import __version__, keys, multipart, routing
 from .dicomjson import JsonDict, decode, encode, first, gzip_bytes
 from .errors import KeyNotFoundError
 from .profiles import Profile
@@ -179,13 +179,20 @@ def _line(sort_key: str, counts: str, row: JsonDict) -> bytes:
     return f"{sort_key}\t{counts}\t".encode() + encode(row)
 
 
+def _hex(value: object) -> str:
+    return str(value or "").encode("utf-8").hex() or "-"
+
+
 def _study_line(row: JsonDict) -> bytes:
-    return _line(first(row, STUDY_UID), f"{first(row, '00201206', 0)} {first(row, '00201208', 0)}", row)
+    modalities = ",".join(_hex(m) for m in row.get("00080061", {}).get("Value", [])) or "-"
+    return _line(first(row, STUDY_UID), f"{first(row, '00201206', 0)} {first(row, '00201208', 0)} "
+                                        f"{_hex(first(row, '00100020'))} {modalities}", row)
 
 
 def _series_line(row: JsonDict) -> bytes:
     number, uid = sort_key_series(row)
-    return _line(f"{first(row, STUDY_UID)} {number:010d} {uid}", "", row)
+    return _line(f"{first(row, STUDY_UID)} {number:010d} {uid}",
+                 f"{_hex(first(row, '00100020'))} {_hex(first(row, '00080060'))}", row)
 
 
 def _root_lines(store: Store, name: str) -> list[bytes]:
@@ -201,16 +208,111 @@ def _study_of(line: bytes) -> bytes:
     return line.split(b"\t", 1)[0].split(b" ", 1)[0]
 
 
-def _merge_root(store: Store, name: str, drop: set[bytes], new: list[bytes]) -> list[bytes]:
-    """Replace the rows of the ``drop`` studies by ``new`` lines; write the index and its record."""
-    lines = [line for line in _root_lines(store, name) if line and _study_of(line) not in drop]
+def _merge_root(store: Store, name: str, drop: set[bytes],
+                new: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """Replace the rows of the ``drop`` studies by ``new`` lines; write the index and its record.
+
+    Returns the merged lines and the dropped (old) ones.
+    """
+    lines: list[bytes] = []
+    dropped: list[bytes] = []
+    for line in _root_lines(store, name):
+        if line:
+            (dropped if _study_of(line) in drop else lines).append(line)
     lines += new
     lines.sort()
-    body = b"[" + b",".join(line.split(b"\t", 2)[2] for line in lines) + b"]"
     spec = keys.studies() if name == "studies" else keys.all_series()
     store.put(keys.root_record(name), [gzip_bytes(b"\n".join(lines))])
-    store.put(spec, [gzip_bytes(body)])
-    return lines
+    store.put(spec, [gzip_bytes(_rows_json(lines))])
+    _write_pages(store, routing.all_key(name), lines)
+    return lines, dropped
+
+
+def _rows_json(lines: Sequence[bytes]) -> bytes:
+    return b"[" + b",".join(line.split(b"\t", 2)[2] for line in lines) + b"]"
+
+
+def _write_pages(store: Store, base: str, lines: Sequence[bytes]) -> None:
+    """Pages of ``routing.PAGE_SIZE`` rows at ``base/offset/N``, and an empty one at the end."""
+    size = routing.PAGE_SIZE
+    offsets = {*range(0, len(lines), size), len(lines)}
+    for stale in store.children(f"{base}/offset/"):  # pages of an earlier, other count
+        if stale.isdigit() and int(stale) not in offsets:
+            store.delete(routing.page_key(base, int(stale)))
+    for start in range(0, len(lines), size):
+        store.put(_query_spec(routing.page_key(base, start)),
+                  [gzip_bytes(_rows_json(lines[start:start + size]))])
+    store.put(_query_spec(routing.page_key(base, len(lines))), [gzip_bytes(b"[]")])
+
+
+def _query_spec(key: str) -> keys.ObjectSpec:
+    return keys.ObjectSpec(key, keys.DICOM_JSON, keys.GZIP, keys.INDEX)
+
+
+def _write_answer(store: Store, key: str, lines: Sequence[bytes]) -> None:
+    """A precomputed query answer, its pages and end page."""
+    store.put(_query_spec(key), [gzip_bytes(_rows_json(lines))])
+    _write_pages(store, key, lines)
+
+
+def write_query_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes],
+                        touched: Sequence[bytes], old: Sequence[bytes]) -> int:
+    """Rewrite the query answers that the touched (and replaced) root lines change.
+
+    Answers by UID are per touched study and series; answers by patient and by
+    modality are rebuilt for every patient and modality the touched rows name.
+    Returns the number of answers written.
+    """
+    def fields(line: bytes) -> list[str]:
+        return line.split(b"\t", 2)[1].decode().split(" ")
+
+    touched_studies = {_study_of(line).decode() for line in touched}
+    unchanged = set(old)  # rows that came back byte for byte: their answers stand
+    patients: set[str] = set()
+    modalities: set[str] = set()
+    for line in (*touched, *old):
+        if line.count(b"\t") < 2:
+            continue
+        f = fields(line)
+        if len(f) == 4:  # a study line: counts, patient, modalities
+            patients.add(f[2])
+            modalities.update(f[3].split(","))
+        elif len(f) == 2:  # a series line: patient, modality
+            patients.add(f[0])
+            modalities.add(f[1])
+    written = 0
+    by_study: dict[str, list[bytes]] = {}
+    for line in series:
+        study = _study_of(line).decode()
+        if study in touched_studies:
+            by_study.setdefault(study, []).append(line)
+    for line in studies:
+        study = _study_of(line).decode()
+        if study in touched_studies:
+            _write_answer(store, f"{routing.QUERY_PREFIX}studies/StudyInstanceUID/{study}", [line])
+            _write_answer(store, f"{routing.QUERY_PREFIX}series/StudyInstanceUID/{study}",
+                          by_study.get(study, []))
+            written += 2
+            for series_line in by_study.get(study, []):
+                if series_line in unchanged:
+                    continue
+                uid = series_line.split(b"\t", 1)[0].split(b" ")[2].decode()
+                _write_answer(store, f"{routing.QUERY_PREFIX}series/SeriesInstanceUID/{uid}",
+                              [series_line])
+                written += 1
+    for patient in sorted(patients - {"-"}):
+        _write_answer(store, f"{routing.QUERY_PREFIX}studies/PatientID/{patient}",
+                      [x for x in studies if fields(x)[2] == patient])
+        _write_answer(store, f"{routing.QUERY_PREFIX}series/PatientID/{patient}",
+                      [x for x in series if fields(x)[0] == patient])
+        written += 2
+    for modality in sorted(modalities - {"-"}):
+        _write_answer(store, f"{routing.QUERY_PREFIX}studies/ModalitiesInStudy/{modality}",
+                      [x for x in studies if modality in fields(x)[3].split(",")])
+        _write_answer(store, f"{routing.QUERY_PREFIX}series/Modality/{modality}",
+                      [x for x in series if fields(x)[1] == modality])
+        written += 2
+    return written
 
 
 def aggregate_roots(store: Store,
@@ -228,8 +330,11 @@ def aggregate_roots(store: Store,
         drop.add(study.encode())
         study_lines.append(_study_line(row))
         series_lines.extend(_series_line(r) for r in rows)
-    _merge_root(store, "series", drop, series_lines)
-    return _merge_root(store, "studies", drop, study_lines)
+    all_series, old_series = _merge_root(store, "series", drop, series_lines)
+    all_studies, old_studies = _merge_root(store, "studies", drop, study_lines)
+    write_query_answers(store, all_studies, all_series, study_lines + series_lines,
+                        old_studies + old_series)
+    return all_studies
 
 
 def write_manifest(store: Store, profile: Profile, study_lines: Sequence[bytes]) -> JsonDict:

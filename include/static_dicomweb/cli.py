@@ -71,6 +71,13 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_FINDINGS
 
 
+def _edge_function(args: argparse.Namespace) -> int:
+    from .routing import edge_function
+
+    sys.stdout.write(edge_function(args.site_prefix))
+    return EXIT_OK
+
+
 def _sample(args: argparse.Namespace) -> int:
     from .sample import SampleSpec, generate_sample
 
@@ -122,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--no-keep", action="store_true",
                      help="do not store the report in the site (_site/validation-report.json)")
     val.set_defaults(run=_validate)
+
+    edge = verbs.add_parser("edge-function", help="print the CloudFront Function that routes QIDO queries",
+                            description="Print the CloudFront Function (cloudfront-js-2.0) that maps "
+                                        "QIDO queries onto the site's precomputed answers; the same "
+                                        "routing table as serve.")
+    edge.add_argument("--site-prefix", default="", help="path of the site under the distribution")
+    edge.set_defaults(run=_edge_function)
 
     smp = verbs.add_parser("sample", help="write a synthetic CT data set (with a spine)",
                            description="Write a deterministic synthetic CT data set: several "

@@ -180,6 +180,10 @@ class S3Store:
                 names.add(item["Key"][len(full):])
         return sorted(n for n in names if n)
 
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (S3 answers success for a missing key too)."""
+        self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+
     def walk(self, prefix: str = "") -> Iterator[str]:
         """Every key under ``prefix``."""
         full = self.object_key(prefix.rstrip("/")) + "/" if prefix else (

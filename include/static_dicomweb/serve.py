@@ -2,8 +2,11 @@
 
 Every GET returns the stored bytes with the stored Content-Type,
 Content-Encoding and Cache-Control, an ETag and Content-Length, and the
-CORS headers a browser viewer needs.  Query strings are ignored, as S3 does.
-Single byte ranges are honoured.  Nothing is rewritten.
+CORS headers a browser viewer needs.  Single byte ranges are honoured.
+QIDO query strings on ``studies`` and ``series`` are routed onto the site's
+precomputed answers by the same table as the CloudFront Function
+(:mod:`static_dicomweb.routing`); a query whose answer does not exist (no
+match) gets ``[]``.  Other query strings are ignored, as S3 does.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import threading
 from html import escape
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .errors import StoreError
+from .routing import route
 from .store import LocalStore
 
 log = logging.getLogger(__name__)
@@ -45,8 +49,12 @@ class SiteHandler(BaseHTTPRequestHandler):
         """Access log lines go to ``logging`` at debug level, not to standard error."""
         log.debug("%s %s", self.address_string(), format % args)
 
-    def _key(self) -> str:
-        return unquote(urlsplit(self.path).path).lstrip("/")
+    def _key(self) -> tuple[str, bool]:
+        """The key a request maps to, and whether it is a routed query answer."""
+        parts = urlsplit(self.path)
+        path = unquote(parts.path).lstrip("/")
+        key = route(path, parse_qs(parts.query)) if parts.query else path
+        return key, key != path
 
     def do_OPTIONS(self) -> None:
         """CORS preflight."""
@@ -64,6 +72,17 @@ class SiteHandler(BaseHTTPRequestHandler):
         """The object's bytes, as stored."""
         self._answer(send_body=True)
 
+    def _empty_answer(self, send_body: bool) -> None:
+        """A query that matches nothing: an empty DICOM JSON array."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", "2")
+        for name, value in CORS.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if send_body:
+            self.wfile.write(b"[]")
+
     def _not_found(self, key: str, send_body: bool) -> None:
         body = (f"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code>"
                 f"<Message>The specified key does not exist.</Message><Key>{escape(key)}</Key>"
@@ -78,11 +97,14 @@ class SiteHandler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _answer(self, send_body: bool) -> None:
-        key = self._key()
+        key, routed = self._key()
         try:
             headers = self.store.headers(key) if key else None
         except (StoreError, ValueError):
             headers = None
+        if headers is None and routed:
+            self._empty_answer(send_body)
+            return
         if headers is None:
             self._not_found(key, send_body)
             return

@@ -72,6 +72,9 @@ class Store(Protocol):
     def children(self, prefix: str) -> list[str]:
         """Names directly under ``prefix`` (a key prefix ending in ``/``), sorted."""
 
+    def delete(self, key: str) -> None:
+        """Remove ``key`` (no error when it does not exist)."""
+
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive access for index aggregation across processes."""
 
@@ -205,6 +208,12 @@ class LocalStore:
             elif not name.endswith(HEAD):
                 out.add(name)
         return sorted(out)
+
+    def delete(self, key: str) -> None:
+        """Remove the object and its sidecar, if any."""
+        for path in (self.path(key), self._head_path(key)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
     def walk(self, prefix: str = "") -> Iterator[str]:
         """Every key under ``prefix`` (walks the folder)."""
