@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -44,8 +45,10 @@ def _convert(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from .serve import base_url, make_server
 
-    server = make_server(args.dest, args.host, args.port)
-    print(f"serving {args.dest} at {base_url(server)}/ (DICOMweb root; Ctrl-C stops)",
+    token = args.stow_token or os.environ.get("STATIC_DICOMWEB_STOW_TOKEN") or None
+    server = make_server(args.dest, args.host, args.port, token)
+    writes = "STOW-RS on (token required)" if token else "read-only"
+    print(f"serving {args.dest} at {base_url(server)}/ (DICOMweb root; {writes}; Ctrl-C stops)",
           file=sys.stderr)
     try:
         server.serve_forever()
@@ -118,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("dest", metavar="DEST", help="site folder")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
+    srv.add_argument("--stow-token", default=None, metavar="TOKEN",
+                     help="accept STOW-RS (POST studies) from clients presenting TOKEN as a Bearer "
+                          "token or HTTP Basic password (or set STATIC_DICOMWEB_STOW_TOKEN); "
+                          "without it the site takes no writes")
     srv.set_defaults(run=_serve)
 
     val = verbs.add_parser("validate", help="check a site against the DICOMweb standard",

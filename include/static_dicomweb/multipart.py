@@ -49,8 +49,11 @@ def split(body: bytes, content_type: str) -> list[tuple[dict[str, str], bytes]]:
     if not boundary:
         raise ValueError(f"no boundary in Content-Type {content_type!r}")
     delim = b"--" + boundary.encode()
-    if not body.startswith(delim):
-        raise ValueError(f"body does not start with the boundary {boundary}")
+    if not body.startswith(delim):  # a preamble (dicomweb-client sends a CRLF) is allowed
+        start = body.find(CRLF + delim)
+        if start < 0:
+            raise ValueError(f"body does not hold the boundary {boundary}")
+        body = body[start + 2:]
     parts: list[tuple[dict[str, str], bytes]] = []
     for chunk in _chunks(body, delim):
         head, sep, payload = chunk.partition(b"\r\n\r\n")

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 CORS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS, POST",
     "Access-Control-Allow-Headers": "*",
     "Access-Control-Expose-Headers": "Content-Type, Content-Encoding, Content-Length, ETag",
     "Access-Control-Max-Age": "3600",
@@ -41,6 +41,7 @@ class SiteHandler(BaseHTTPRequestHandler):
     """Maps a request path to a key of the site's store and answers with its object."""
 
     store: LocalStore
+    stow_token: str | None = None
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body go out in separate writes
     server_version = "static-dicomweb"
@@ -63,6 +64,40 @@ class SiteHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def do_POST(self) -> None:
+        """STOW-RS: ``POST studies`` or ``POST studies/{S}``, with the token; else refused."""
+        from .stow import authorized, ingest
+
+        path = unquote(urlsplit(self.path).path).strip("/").split("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if self.stow_token is None:
+            self._json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "this site takes no writes "
+                                                                "(serve --stow-token enables STOW-RS)"})
+            return
+        if not authorized(self.headers.get("Authorization"), self.stow_token):
+            self._json(HTTPStatus.UNAUTHORIZED, {"error": "a valid token is required"},
+                       {"WWW-Authenticate": 'Basic realm="static-dicomweb STOW-RS"'})
+            return
+        if path[0] != "studies" or len(path) > 2:
+            self._json(HTTPStatus.NOT_FOUND, {"error": "STOW-RS takes POST studies[/{study}]"})
+            return
+        status, response = ingest(self.store, body, self.headers.get("Content-Type", ""),
+                                  path[1] if len(path) == 2 else None)
+        self._json(HTTPStatus(status), response)
+
+    def _json(self, status: HTTPStatus, body: object, extra: dict[str, str] | None = None) -> None:
+        from .dicomjson import encode
+
+        data = encode(body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/dicom+json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in {**CORS, **(extra or {})}.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
 
     def do_HEAD(self) -> None:
         """Headers only."""
@@ -149,20 +184,26 @@ class SiteHandler(BaseHTTPRequestHandler):
                 self.connection.sendfile(body, start, end - start)
 
 
-def make_server(root: str, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
-    """An HTTP server for the site at ``root`` (port 0 picks a free one)."""
+def make_server(root: str, host: str = "127.0.0.1", port: int = 8080,
+                stow_token: str | None = None) -> ThreadingHTTPServer:
+    """An HTTP server for the site at ``root`` (port 0 picks a free one).
+
+    With ``stow_token``, ``POST studies[/{S}]`` (STOW-RS) is accepted from
+    clients that present it (Bearer, or as the HTTP Basic password).
+    """
     store = LocalStore(root)
     if not store.root.is_dir():
         raise StoreError(f"{root}: no such site folder")
-    handler = type("BoundSiteHandler", (SiteHandler,), {"store": store})
+    handler = type("BoundSiteHandler", (SiteHandler,), {"store": store, "stow_token": stow_token})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server
 
 
-def serve_in_thread(root: str, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, str]:
+def serve_in_thread(root: str, host: str = "127.0.0.1", port: int = 0,
+                    stow_token: str | None = None) -> tuple[ThreadingHTTPServer, str]:
     """Start a server in a daemon thread; returns it and its base URL (for tests and tools)."""
-    server = make_server(root, host, port)
+    server = make_server(root, host, port, stow_token)
     threading.Thread(target=server.serve_forever, daemon=True, name="static-dicomweb-serve").start()
     return server, base_url(server)
 
