@@ -115,3 +115,26 @@ def test_gzip_is_declared(damaged: tuple[Path, LocalStore]) -> None:
     store.put(keys.ObjectSpec("studies", "application/json"), [body])
     report = validate(str(site), keep=False)
     assert any(f.key == "studies" and "Content-Type" in f.message for f in report.findings)
+
+
+def test_pixels_compared_with_the_source(damaged: tuple[Path, LocalStore], sample_dir: Path) -> None:
+    site, store = damaged
+    clean = validate(str(site), keep=False, source=[sample_dir])
+    assert clean.ok, clean.findings
+    assert clean.checked["frames compared with the source"] >= clean.checked["instances"]
+    key = next(k for k in store.walk("studies") if k.endswith("/frames/1")
+               and 'type="application/octet-stream"' in store.headers(k)["Content-Type"])  # type: ignore[index]
+    headers = store.headers(key)
+    body = bytearray(store.get(key))
+    body[len(body) // 2] ^= 0xFF  # one wrong pixel byte, the multipart structure intact
+    store.put(keys.ObjectSpec(key, headers["Content-Type"]), [bytes(body)])  # type: ignore[index]
+    report = validate(str(site), keep=False, source=[sample_dir])
+    assert [f.key for f in report.findings if "pixels differ" in f.message] == [key]
+
+
+def test_html_report_with_thumbnails(damaged: tuple[Path, LocalStore]) -> None:
+    site, store = damaged
+    validate(str(site))
+    page = store.get("_site/validation-report.html").decode()
+    assert "conforms" in page and page.count("<img") >= 2
+    assert store.headers("_site/validation-report.html")["Content-Type"] == "text/html"  # type: ignore[index]

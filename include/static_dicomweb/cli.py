@@ -63,7 +63,8 @@ def _validate(args: argparse.Namespace) -> int:
     from .dicomjson import encode
     from .validate import validate
 
-    report = validate(args.site, decode_frames=not args.no_decode, keep=not args.no_keep)
+    report = validate(args.site, decode_frames=not args.no_decode, keep=not args.no_keep,
+                      source=args.source or ())
     if args.report:
         Path(args.report).write_bytes(encode(report.to_json()))
     for finding in report.findings:
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("site", metavar="URL_OR_DEST", help="site folder or DICOMweb base URL")
     val.add_argument("--report", metavar="FILE", help="also write the JSON report here")
     val.add_argument("--no-decode", action="store_true", help="do not decode frames (faster)")
+    val.add_argument("--source", nargs="+", metavar="P10", default=None,
+                     help="the converted files or folders: compare every frame's pixels with them")
     val.add_argument("--no-keep", action="store_true",
                      help="do not store the report in the site (_site/validation-report.json)")
     val.set_defaults(run=_validate)

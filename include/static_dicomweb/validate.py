@@ -10,11 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import gzip
+import json
 import logging
 import posixpath
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from . import keys, multipart
@@ -107,6 +109,7 @@ class Report:
     site: str
     findings: list[Finding] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
+    thumbnails: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -368,6 +371,8 @@ class Validator:
         self.report.count("thumbnails")
         if resp.headers.get("Content-Type") != "image/jpeg" or resp.body[:2] != b"\xff\xd8":
             self.report.error(key, "not a JPEG")
+        else:
+            self.report.thumbnails.append(key)
 
 
 def _bulk_uris(obj: JsonDict) -> Iterator[str]:
@@ -385,15 +390,90 @@ def reader_for(location: str) -> SiteReader:
     return FolderReader(location)
 
 
-def validate(location: str, *, decode_frames: bool = True, keep: bool = True) -> Report:
+def compare_with_source(reader: SiteReader, sources: Iterable[str | Path], report: Report) -> None:
+    """Decode every frame of every source file and of the site; the pixels must be equal.
+
+    Each instance is found by its UIDs; pixels are compared by the SHA-256 of
+    the decoded arrays (dtype and shape included).
+    """
+    import hashlib
+
+    import numpy as np
+
+    from .convert import collect_files
+    from .errors import RejectedInstanceError
+    from .reader import read_instance
+
+    def digest(array: np.ndarray) -> str:
+        return hashlib.sha256(f"{array.dtype}{array.shape}".encode() + array.tobytes()).hexdigest()
+
+    for path in collect_files(sources):
+        try:
+            inst = read_instance(path)
+        except RejectedInstanceError:
+            continue  # the conversion report names it
+        if not inst.frames:
+            continue
+        base = keys.instance_prefix(inst.study, inst.series, inst.sop)
+        meta_resp = reader.fetch(f"{base}/metadata")
+        if meta_resp is None:
+            report.error(f"{base}/metadata", f"missing for source {path}")
+            continue
+        meta = json.loads(meta_resp.body)[0]
+        from pydicom import dcmread
+
+        source = np.asarray(dcmread(path).pixel_array)
+        expected = source if inst.number_of_frames > 1 else source[np.newaxis]
+        info = SYNTAXES[inst.syntax.uid]
+        for number in range(1, inst.number_of_frames + 1):
+            key = f"{base}/frames/{number}"
+            resp = reader.fetch(key)
+            try:
+                ((_, payload),) = multipart.split(resp.body, resp.headers.get("Content-Type", "")) \
+                    if resp else [({}, b"")]
+                pixels = decode_frame(meta, payload, info.frame_syntax, info.native)
+            except (ValueError, RuntimeError, NotImplementedError, KeyError, AttributeError,
+                    TypeError) as exc:
+                report.error(key, f"cannot compare with {path}: {exc}")
+                continue
+            if digest(np.asarray(pixels)) != digest(np.asarray(expected[number - 1])):
+                report.error(key, f"pixels differ from the source {path}")
+            report.count("frames compared with the source")
+
+
+def html_report(report: Report) -> bytes:
+    """The report as a page: verdict, counts, findings, and the studies' and series' thumbnails."""
+    from html import escape
+
+    rows = "".join(f"<tr class={f.severity}><td>{f.severity}</td><td><code>{escape(f.key)}</code>"
+                   f"</td><td>{escape(f.message)}</td></tr>" for f in report.findings)
+    checked = ", ".join(f"{n} {escape(what)}" for what, n in sorted(report.checked.items()))
+    thumbs = "".join(f'<figure><img src="../{escape(k)}" alt="{escape(k)}" width="128">'
+                     f"<figcaption>{escape(k.split('/')[-2])[:18]}…</figcaption></figure>"
+                     for k in report.thumbnails)
+    verdict = "conforms" if report.ok else "does NOT conform"
+    return (f"<!doctype html><meta charset=utf-8><title>static-dicomweb validation</title>"
+            f"<style>body{{font:14px sans-serif;margin:2em}}.error{{color:#a00}}.warning{{color:#a60}}"
+            f"figure{{display:inline-block;margin:4px}}td{{padding:2px 8px;vertical-align:top}}</style>"
+            f"<h1>{escape(report.site)} {verdict}</h1><p>Checked {checked}.</p>"
+            f"<h2>Findings ({len(report.findings)})</h2><table>{rows or '<tr><td>none</td></tr>'}</table>"
+            f"<h2>Thumbnails</h2>{thumbs}").encode()
+
+
+def validate(location: str, *, decode_frames: bool = True, keep: bool = True,
+             source: Sequence[str | Path] = ()) -> Report:
     """Validate the site at ``location`` (a folder or an HTTP base URL).
 
-    With ``keep`` and a folder, the JSON report is written into the site at
-    ``_site/validation-report.json``.
+    With ``source`` (the converted Part 10 files or folders), every frame's
+    decoded pixels are compared with the source's.  With ``keep`` and a folder,
+    the JSON and HTML reports are written into the site at
+    ``_site/validation-report.json`` and ``_site/validation-report.html``.
     """
     reader = reader_for(location)
     try:
         report = Validator(reader, decode_frames=decode_frames).run()
+        if source:
+            compare_with_source(reader, source, report)
     except KeyNotFoundError as exc:
         report = Report(reader.location)
         report.error("", str(exc))
@@ -401,6 +481,8 @@ def validate(location: str, *, decode_frames: bool = True, keep: bool = True) ->
         from .dicomjson import encode
 
         reader.store.put(keys.validation_report(), [encode(report.to_json())])
+        reader.store.put(keys.ObjectSpec(f"{keys.SITE_PREFIX}validation-report.html", "text/html",
+                                         cache_control=keys.INDEX), [html_report(report)])
     return report
 
 
