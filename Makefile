@@ -33,6 +33,7 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/static-dicomweb sample $(DEMO)/input
 	$(AIRFLOW) db migrate > $(DEMO)/airflow-db.log 2>&1 || { tail -20 $(DEMO)/airflow-db.log; exit 1; }
+	AIRFLOW_HOME=$(CURDIR)/.airflow $(BIN)/python -m static_dicomweb_airflow.pools
 	@echo "airflow dags test dicomweb_site (source $(DEMO)/input, destination $(DEMO)/site) ..."
 	@$(AIRFLOW) dags test dicomweb_site \
 		-c '{"source": "$(CURDIR)/$(DEMO)/input", "destination": "$(CURDIR)/$(DEMO)/site", "skip_localizers": false}' \

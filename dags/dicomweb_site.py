@@ -23,6 +23,7 @@ from typing import Any
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
 
 from static_dicomweb_airflow.assets import SITE
+from static_dicomweb_airflow.pools import SOURCE_POOL, WRITE_POOL
 
 PARAMS = {
     "source": Param("/data/dicom", type="string",
@@ -62,13 +63,13 @@ def dicomweb_site() -> None:
         window = (data_interval_start, data_interval_end) if scheduled else (None, None)
         return tasks.discover(params or {}, *window)
 
-    @task(max_active_tis_per_dagrun=4)
+    @task(pool=SOURCE_POOL)
     def download(refs: list[dict[str, Any]], params: dict[str, Any] | None = None) -> list[str]:
         from static_dicomweb_airflow import tasks
 
         return tasks.download(refs, params or {})
 
-    @task(max_active_tis_per_dagrun=4)
+    @task(pool=WRITE_POOL)
     def convert(files: list[str], params: dict[str, Any] | None = None) -> Any:
         from static_dicomweb_airflow import tasks
 

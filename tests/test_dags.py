@@ -69,6 +69,7 @@ def test_airflow_dags_test_builds_the_same_site_as_the_cli(tmp_path: Path) -> No
            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
                {"type": "file", "log_file_path": str(tmp_path / "ol.jsonl"), "append": True})}
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "static_dicomweb_airflow.pools"], env=env, check=True)
     conf = {"source": str(tmp_path / "in"), "destination": str(tmp_path / "dag-site"),
             "batch_size": 1, "skip_localizers": False}
     run = subprocess.run([AIRFLOW, "dags", "test", "dicomweb_site", "-c", json.dumps(conf)],

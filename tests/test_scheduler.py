@@ -183,6 +183,8 @@ def airflow(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=home, capture_output=True,
                              text=True, timeout=300, check=False)
     assert migrate.returncode == 0, (migrate.stdout + migrate.stderr)[-3000:]
+    subprocess.run([sys.executable, "-m", "static_dicomweb_airflow.pools"], env=env, cwd=home,
+                   check=True, timeout=300)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for name, args in (("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port)]),
