@@ -13,7 +13,8 @@ AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/
 	AIRFLOW__OPENLINEAGE__TRANSPORT='{"type": "file", "log_file_path": "$(CURDIR)/$(DEMO)/openlineage.jsonl", "append": true}' \
 	$(BIN)/airflow
 
-.PHONY: help venv demo test unit lint typecheck bench bench-aggregate serve constraints clean
+.PHONY: help venv demo test unit lint typecheck bench bench-aggregate serve constraints clean \
+	ohif-setup test-clients
 
 help:
 	@echo "make demo       sample CT -> the dicomweb_site Airflow DAG -> $(DEMO)/site, validated"
@@ -58,8 +59,15 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
 
-test: lint typecheck
+test: lint typecheck ohif-setup
 	$(BIN)/python -m pytest
+
+# OHIF v3 (its published build) in Debian's headless Chromium: clients/ohif/README.md
+ohif-setup:
+	bash clients/ohif/setup.sh
+
+test-clients: $(STAMP) ohif-setup
+	$(BIN)/python -m pytest -m clients
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_convert.py --json .bench/results.json

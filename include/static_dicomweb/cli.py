@@ -85,8 +85,12 @@ def _edge_function(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from .sample import SampleSpec, generate_sample
 
-    spec = SampleSpec(patients=args.patients, slices=args.slices, rows=args.rows,
-                      columns=args.rows, seed=args.seed)
+    try:
+        spec = SampleSpec(patients=args.patients, slices=args.slices, rows=args.rows,
+                          columns=args.rows, seed=args.seed)
+    except ValueError as exc:
+        print(f"static-dicomweb sample: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     files = generate_sample(Path(args.out), spec)
     print(f"wrote {len(files)} synthetic CT files under {args.out}", file=sys.stderr)
     return EXIT_OK

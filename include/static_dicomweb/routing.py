@@ -16,9 +16,11 @@ request                                 object
 ``…&offset=N`` (N > 0, or any limit)    ``<answer>/offset/N``: rows N … N+99
 ======================================  ========================================
 
-The first matching parameter in the table's order wins (a UID before a patient
-before a modality); other parameters are ignored, so a combined query gets a
-superset that clients filtering on their side narrow.  Pages hold
+Parameters may also be given as tags (``00100020=`` for PatientID, as OHIF
+sends it).  The first matching parameter in the table's order wins (a UID
+before a patient before a modality); other parameters, and values with
+wildcards or lists, are ignored, so such a query gets a superset that clients
+filtering on their side narrow.  Pages hold
 :data:`PAGE_SIZE` rows, and one more, empty, page sits at the end, so
 dicomweb-client's ``get_remaining`` paging stops.  Values other than UIDs are
 hex-encoded UTF-8 in keys (safe in any URL and S3 key).
@@ -50,20 +52,27 @@ class Route(TypedDict):
 #: The routing table (order matters: the first parameter present wins).
 ROUTES: tuple[Route, ...] = tuple(
     Route(resource=resource, param=param, attribute=attribute, encoding=encoding)
-    for resource, param, attribute, encoding in (
-        ("studies", "StudyInstanceUID", "StudyInstanceUID", "uid"),
-        ("studies", "PatientID", "PatientID", "hex"),
-        ("studies", "ModalitiesInStudy", "ModalitiesInStudy", "hex"),
-        ("studies", "Modality", "ModalitiesInStudy", "hex"),
-        ("series", "SeriesInstanceUID", "SeriesInstanceUID", "uid"),
-        ("series", "StudyInstanceUID", "StudyInstanceUID", "uid"),
-        ("series", "PatientID", "PatientID", "hex"),
-        ("series", "Modality", "Modality", "hex"),
-    ))
+    for resource, params, attribute, encoding in (
+        ("studies", ("StudyInstanceUID", "0020000D"), "StudyInstanceUID", "uid"),
+        ("studies", ("PatientID", "00100020"), "PatientID", "hex"),
+        ("studies", ("ModalitiesInStudy", "00080061", "Modality", "00080060"), "ModalitiesInStudy", "hex"),
+        ("series", ("SeriesInstanceUID", "0020000E"), "SeriesInstanceUID", "uid"),
+        ("series", ("StudyInstanceUID", "0020000D"), "StudyInstanceUID", "uid"),
+        ("series", ("PatientID", "00100020"), "PatientID", "hex"),
+        ("series", ("Modality", "00080060"), "Modality", "hex"),
+    )
+    for param in params)
 
 
 def encode_value(value: str, encoding: str) -> str | None:
-    """A query value as a key segment; None when it cannot name an object (a bad UID)."""
+    """A query value as a key segment; None when no object can answer it exactly.
+
+    That is a bad UID, or a value with a wildcard (``*``, ``?``) or a list
+    (``,``): the router then ignores the parameter, and the client gets a
+    superset it can filter (OHIF sends ``*value*`` when wildcards are on).
+    """
+    if any(c in value for c in "*?,\\"):
+        return None
     if encoding == "uid":
         try:
             return validate_uid(value)
@@ -103,8 +112,9 @@ def route(path: str, query: Mapping[str, Sequence[str]]) -> str:
         values = query.get(rule["param"])
         if rule["resource"] == path and values and values[0]:
             key = query_key(path, rule["attribute"], values[0])
-            base = key if key is not None else f"{QUERY_PREFIX}{path}/none"
-            break
+            if key is not None:
+                base = key
+                break
     try:
         offset = max(0, int((query.get("offset") or ["0"])[0]))
     except ValueError:

@@ -5,8 +5,9 @@ Content-Encoding and Cache-Control, an ETag and Content-Length, and the
 CORS headers a browser viewer needs.  Single byte ranges are honoured.
 QIDO query strings on ``studies`` and ``series`` are routed onto the site's
 precomputed answers by the same table as the CloudFront Function
-(:mod:`static_dicomweb.routing`); a query whose answer does not exist (no
-match) gets ``[]``.  Other query strings are ignored, as S3 does.
+(:mod:`static_dicomweb.routing`); a filter whose answer does not exist (no
+match) gets ``[]``, a page that does not exist a 404.  Other query strings
+are ignored, as S3 does.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ CORS = {
     "Access-Control-Allow-Headers": "*",
     "Access-Control-Expose-Headers": "Content-Type, Content-Encoding, Content-Length, ETag",
     "Access-Control-Max-Age": "3600",
+    # lets pages that are cross-origin isolated (COEP require-corp) embed site objects
+    "Cross-Origin-Resource-Policy": "cross-origin",
 }
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -137,8 +140,8 @@ class SiteHandler(BaseHTTPRequestHandler):
             headers = self.store.headers(key) if key else None
         except (StoreError, ValueError):
             headers = None
-        if headers is None and routed:
-            self._empty_answer(send_body)
+        if headers is None and routed and "/offset/" not in key:
+            self._empty_answer(send_body)  # a filter that matches nothing; a missing page is a 404
             return
         if headers is None:
             self._not_found(key, send_body)

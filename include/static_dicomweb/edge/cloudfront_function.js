@@ -15,6 +15,7 @@ function utf8Hex(text) {
 }
 
 function encodeValue(value, encoding) {
+  if (/[*?,\\]/.test(value)) return null;
   if (encoding === "uid") {
     return /^[0-9]+(\.[0-9]+)*$/.test(value) && value.length <= 64 ? value : null;
   }
@@ -43,8 +44,8 @@ function route(path, query) {
     var value = param(query, rule.param);
     if (value === null) continue;
     var segment = encodeValue(value, rule.encoding);
-    base = segment === null ? TABLE.prefix + path + "/none"
-                            : TABLE.prefix + path + "/" + rule.attribute + "/" + segment;
+    if (segment === null) continue;
+    base = TABLE.prefix + path + "/" + rule.attribute + "/" + segment;
     break;
   }
   var offset = parseInt(param(query, "offset") || "0", 10);
