@@ -70,8 +70,9 @@ def check(summary: pipeline.Summary, params: dict[str, Any]) -> dict[str, Any]:
     destination = params.get("validate_url") or params["destination"]
     report = validate(destination, decode_frames=True)
     result = report.to_json()
-    if not report.ok:
-        first = report.findings[0]
-        raise PermanentError(f"{destination} does not conform: {result['errors']} errors, "
-                             f"first: {first.key}: {first.message}")
+    with permanent_errors_fail():  # a site that does not conform is not fixed by a retry
+        if not report.ok:
+            first = report.findings[0]
+            raise PermanentError(f"{destination} does not conform: {result['errors']} errors, "
+                                 f"first: {first.key}: {first.message}")
     return {**summary, "checked": result["checked"]}

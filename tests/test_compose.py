@@ -1,0 +1,175 @@
+"""docker-compose.yaml: a real Compose parser accepts it, and it has the agreed shape.
+
+No Docker engine is needed: ``scripts/compose-check.sh`` runs ``docker-compose config -q``
+(Debian's docker-compose 1.29.2, installed with apt-get when missing; Compose v2 as well where its
+plugin exists), which loads the file with its anchors, merge keys and variable defaults and checks
+every service against the Compose schema.  The rest reads the file with PyYAML (which resolves the
+same anchors and merge keys) and checks what the deployment relies on: CeleryExecutor, the image
+built from ./Dockerfile, ports on 127.0.0.1 only, MinIO's bucket made after MinIO, MONAI Label in
+its own image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yaml"
+CHECK = ROOT / "scripts" / "compose-check.sh"
+PARSER_CANNOT_BE_INSTALLED = 77  # compose-check.sh's exit status for "skip"
+
+AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                    "airflow-worker", "airflow-triggerer")
+SERVICES = (*AIRFLOW_SERVICES, "postgres", "redis", "minio", "minio-init", "dicomweb", "monailabel")
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: str) -> str:
+    """A value as Compose resolves it with no variables set.
+
+    Each ``${VAR:-default}`` becomes its default (``${VAR}``: empty), and ``$$`` a literal ``$``.
+    """
+    return _VARIABLE.sub(lambda m: m.group(2) or "", value.replace("$$", "\0")).replace("\0", "$")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def env_of(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):  # the KEY=VALUE list form
+        env = dict(item.split("=", 1) for item in env)
+    return {k: interpolate(str(v)) for k, v in env.items()}
+
+
+def test_a_real_compose_parser_accepts_the_file() -> None:
+    run = subprocess.run(["bash", str(CHECK)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                         capture_output=True, text=True, timeout=600, check=False)
+    output = (run.stdout + run.stderr).strip()
+    if run.returncode == PARSER_CANNOT_BE_INSTALLED:
+        pytest.skip(f"no Compose parser here and none could be installed: {output}")
+    assert run.returncode == 0, output
+    assert "is valid" in output
+    assert "warns" not in output, output  # e.g. a ${VARIABLE} without a default
+
+
+def test_the_services_of_airflows_official_celery_shape_and_ours(services: dict[str, Any]) -> None:
+    missing = [name for name in SERVICES if name not in services]
+    assert not missing, f"docker-compose.yaml lacks {missing}"
+    assert "celery" in services["airflow-worker"]["command"]
+    assert services["airflow-worker"]["command"][:3] == ["airflow", "celery", "worker"]
+    init = "\n".join(services["airflow-init"]["command"])
+    assert "airflow db migrate" in init
+    assert "python -m static_dicomweb_airflow.pools" in init  # the pools the DAG's tasks run in
+
+
+def test_every_published_port_is_bound_to_localhost(services: dict[str, Any]) -> None:
+    published = []
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert isinstance(port, str), f"{name}: use the short syntax HOST_IP:HOST:CONTAINER"
+            published.append(port)
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port!r} beyond 127.0.0.1"
+    # the ones a user opens: Airflow, MinIO's API and console, the site, MONAI Label
+    for port in ("127.0.0.1:8080:8080", "127.0.0.1:9000:9000", "127.0.0.1:9001:9001",
+                 "127.0.0.1:8042:8042", "127.0.0.1:8000:8000"):
+        assert port in published
+
+
+def test_airflow_runs_the_celery_executor_with_one_jwt_secret(services: dict[str, Any]) -> None:
+    secrets = set()
+    for name in AIRFLOW_SERVICES:
+        env = env_of(services[name])
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://"), name
+        # the driver named: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3 (not installed)
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql+psycopg2://"), name
+        assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql"), name
+        assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://airflow-apiserver:8080/execution/"
+        secrets.add(env["AIRFLOW__API_AUTH__JWT_SECRET"])
+    assert len(secrets) == 1 and "" not in secrets, "every component must share one JWT secret"
+
+
+def test_the_celery_executor_is_installed_by_requirements() -> None:
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert re.search(r"^apache-airflow-providers-celery==", requirements, re.M), (
+        "docker-compose.yaml runs the CeleryExecutor: requirements.txt needs "
+        "apache-airflow-providers-celery (and celery[redis] for the Redis broker)")
+
+
+def test_aws_default_points_at_minio(services: dict[str, Any]) -> None:
+    for name in AIRFLOW_SERVICES:
+        conn = json.loads(env_of(services[name])["AIRFLOW_CONN_AWS_DEFAULT"])
+        assert conn["conn_type"] == "aws"
+        # the Amazon provider reads the endpoint from the extra's `endpoint_url`
+        assert conn["extra"]["endpoint_url"] == "http://minio:9000"
+        assert conn["login"] == env_of(services["minio"])["MINIO_ROOT_USER"]
+
+
+def test_airflow_and_the_site_server_use_the_image_built_from_the_dockerfile(
+        services: dict[str, Any]) -> None:
+    images = set()
+    for name in (*AIRFLOW_SERVICES, "dicomweb"):
+        build = services[name]["build"]
+        assert build["context"] == "." and build.get("dockerfile", "Dockerfile") == "Dockerfile", name
+        images.add(services[name]["image"])
+    assert len(images) == 1
+    for name in AIRFLOW_SERVICES:
+        mounts = {volume.split(":")[1] for volume in services[name]["volumes"]}
+        assert {"/opt/airflow/dags", "/opt/airflow/plugins", "/opt/airflow/include"} <= mounts, name
+
+
+def test_the_dockerfile_installs_the_pinned_requirements() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim", dockerfile, re.M)
+    assert re.search(r"^COPY requirements\.txt constraints-airflow\.txt ", dockerfile, re.M)
+    assert "pip install -r requirements.txt -c constraints-airflow.txt" in dockerfile
+
+
+def test_the_bucket_is_made_after_minio_answers(services: dict[str, Any]) -> None:
+    init = services["minio-init"]
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert "healthcheck" in services["minio"]
+    script_mount = next(v for v in init["volumes"] if v.startswith("./docker/minio-init.sh:"))
+    assert script_mount.split(":")[1] in init["entrypoint"]
+    script = (ROOT / "docker" / "minio-init.sh").read_text()
+    bucket = env_of(init)["MINIO_BUCKET"]
+    assert bucket == "dicomweb"
+    assert 'mc mb --ignore-existing "site/$bucket"' in script
+    assert 'mc anonymous set download "site/$bucket"' in script  # plain GETs read the site
+    # the tasks write into the bucket: the worker starts after it exists
+    assert (services["airflow-worker"]["depends_on"]["minio-init"]["condition"]
+            == "service_completed_successfully")
+
+
+def test_monai_label_has_its_own_image(services: dict[str, Any]) -> None:
+    service = services["monailabel"]
+    assert service["build"]["context"] == "docker/monailabel"
+    dockerfile = (ROOT / "docker" / "monailabel" / "Dockerfile").read_text()
+    for pin in ("monailabel==0.8.5", "monai==1.5.2", "pydicom==2.4.4", "torch==${TORCH_VERSION}"):
+        assert pin in dockerfile
+    # the CPU index for torch is a build argument without a default: no index is named here
+    assert re.search(r"^ARG TORCH_INDEX_URL$", dockerfile, re.M)
+    assert not re.search(r"https?://(?!dicomweb:)", dockerfile), "a URL other than the site's"
+    command = [interpolate(str(part)) for part in service["command"]]
+    assert command[command.index("--studies") + 1] == "http://dicomweb:8042"
+    confs = {command[i + 1]: command[i + 2] for i, part in enumerate(command) if part == "--conf"}
+    assert confs["use_pretrained_model"] == "false" and confs["sam2"] == "false"
+    assert confs["models"]
+    assert service["depends_on"]["dicomweb"]["condition"] == "service_healthy"
