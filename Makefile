@@ -14,7 +14,7 @@ AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/
 	$(BIN)/airflow
 
 .PHONY: help venv demo test unit lint typecheck bench bench-aggregate serve constraints clean \
-	ohif-setup test-clients
+	ohif-setup monailabel-setup test-clients
 
 help:
 	@echo "make demo       sample CT -> the dicomweb_site Airflow DAG -> $(DEMO)/site, validated"
@@ -59,14 +59,18 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
 
-test: lint typecheck ohif-setup
+test: lint typecheck ohif-setup monailabel-setup
 	$(BIN)/python -m pytest
 
 # OHIF v3 (its published build) in Debian's headless Chromium: clients/ohif/README.md
 ohif-setup:
 	bash clients/ohif/setup.sh
 
-test-clients: $(STAMP) ohif-setup
+# MONAI Label 0.8.5 in its own virtualenv (8.3 GB, ~3.5 min the first time): clients/monailabel/README.md
+monailabel-setup:
+	bash clients/monailabel/setup.sh
+
+test-clients: $(STAMP) ohif-setup monailabel-setup
 	$(BIN)/python -m pytest -m clients
 
 bench: $(STAMP)

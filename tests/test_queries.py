@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 import subprocess
@@ -80,3 +81,13 @@ def test_paging_ends_with_the_right_count(sample_dir: Path, site_url: str) -> No
                  "0020000E") == ct
     paged = client.search_for_series(limit=100, get_remaining=True)
     assert len(paged) == n_series
+
+
+def test_common_modalities_are_answered_even_when_empty(site_dir: Path) -> None:
+    # S3 answers a missing key with 403/404; MONAI Label asks series?Modality=SEG on every site
+    from static_dicomweb.store import LocalStore
+
+    store = LocalStore(site_dir)
+    key = route("series", {"Modality": ["SEG"]})
+    assert store.headers(key) is not None
+    assert json.loads(gzip.decompress(store.get(key))) == []

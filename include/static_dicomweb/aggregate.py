@@ -35,6 +35,9 @@ from .thumbnail import decode_frame, render
 
 log = logging.getLogger(__name__)
 LAYOUT_VERSION = "1"
+#: Modalities whose query answers exist even when empty: MONAI Label asks ``series?Modality=SEG``
+#: (and its search filter, CT by default) on every site, and S3 answers a missing key with 403/404.
+ALWAYS_ANSWERED_MODALITIES = ("CT", "SEG")
 
 
 def _put_json(store: Store, spec: keys.ObjectSpec, obj: object) -> None:
@@ -280,6 +283,10 @@ def write_query_answers(store: Store, studies: Sequence[bytes], series: Sequence
         elif len(f) == 2:  # a series line: patient, modality
             patients.add(f[0])
             modalities.add(f[1])
+    for always in ALWAYS_ANSWERED_MODALITIES:  # S3 has no "empty answer": write [] once
+        code = _hex(always)
+        if store.headers(f"{routing.QUERY_PREFIX}series/Modality/{code}") is None:
+            modalities.add(code)
     written = 0
     by_study: dict[str, list[bytes]] = {}
     for line in series:
