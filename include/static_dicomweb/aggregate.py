@@ -236,16 +236,20 @@ def _rows_json(lines: Sequence[bytes]) -> bytes:
 
 
 def _write_pages(store: Store, base: str, lines: Sequence[bytes]) -> None:
-    """Pages of ``routing.PAGE_SIZE`` rows at ``base/offset/N``, and an empty one at the end."""
+    """Pages of ``routing.PAGE_SIZE`` rows at ``base/offset/N`` (N > 0), an empty one at the end.
+
+    Offset 0 is the answer itself.
+    """
     size = routing.PAGE_SIZE
-    offsets = {*range(0, len(lines), size), len(lines)}
+    offsets = {*range(size, len(lines), size), len(lines)}
     for stale in store.children(f"{base}/offset/"):  # pages of an earlier, other count
         if stale.isdigit() and int(stale) not in offsets:
             store.delete(routing.page_key(base, int(stale)))
-    for start in range(0, len(lines), size):
+    for start in range(size, len(lines), size):
         store.put(_query_spec(routing.page_key(base, start)),
                   [gzip_bytes(_rows_json(lines[start:start + size]))])
-    store.put(_query_spec(routing.page_key(base, len(lines))), [gzip_bytes(b"[]")])
+    if lines:
+        store.put(_query_spec(routing.page_key(base, len(lines))), [gzip_bytes(b"[]")])
 
 
 def _query_spec(key: str) -> keys.ObjectSpec:
@@ -307,19 +311,29 @@ def write_query_answers(store: Store, studies: Sequence[bytes], series: Sequence
                 _write_answer(store, f"{routing.QUERY_PREFIX}series/SeriesInstanceUID/{uid}",
                               [series_line])
                 written += 1
-    for patient in sorted(patients - {"-"}):
-        _write_answer(store, f"{routing.QUERY_PREFIX}studies/PatientID/{patient}",
-                      [x for x in studies if fields(x)[2] == patient])
-        _write_answer(store, f"{routing.QUERY_PREFIX}series/PatientID/{patient}",
-                      [x for x in series if fields(x)[0] == patient])
-        written += 2
-    for modality in sorted(modalities - {"-"}):
-        _write_answer(store, f"{routing.QUERY_PREFIX}studies/ModalitiesInStudy/{modality}",
-                      [x for x in studies if modality in fields(x)[3].split(",")])
-        _write_answer(store, f"{routing.QUERY_PREFIX}series/Modality/{modality}",
-                      [x for x in series if fields(x)[1] == modality])
-        written += 2
-    return written
+    patients.discard("-")
+    modalities.discard("-")
+    # one pass over the roots, bucketing only the patients and modalities to rewrite
+    buckets: dict[str, list[bytes]] = {}
+    for line in studies:
+        f = fields(line)
+        if f[2] in patients:
+            buckets.setdefault(f"studies/PatientID/{f[2]}", []).append(line)
+        for modality in f[3].split(","):
+            if modality in modalities:
+                buckets.setdefault(f"studies/ModalitiesInStudy/{modality}", []).append(line)
+    for line in series:
+        f = fields(line)
+        if f[0] in patients:
+            buckets.setdefault(f"series/PatientID/{f[0]}", []).append(line)
+        if f[1] in modalities:
+            buckets.setdefault(f"series/Modality/{f[1]}", []).append(line)
+    answers = [f"{level}/PatientID/{p}" for p in sorted(patients) for level in ("studies", "series")]
+    answers += [f"studies/ModalitiesInStudy/{m}" for m in sorted(modalities)]
+    answers += [f"series/Modality/{m}" for m in sorted(modalities)]
+    for answer in answers:
+        _write_answer(store, f"{routing.QUERY_PREFIX}{answer}", buckets.get(answer, []))
+    return written + len(answers)
 
 
 def aggregate_roots(store: Store,

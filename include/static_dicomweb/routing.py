@@ -13,16 +13,18 @@ request                                 object
 ``series?StudyInstanceUID=S``           ``_q/series/StudyInstanceUID/S``
 ``series?PatientID=P``                  ``_q/series/PatientID/<hex of P>``
 ``series?Modality=M``                   ``_q/series/Modality/<hex of M>``
-``…&offset=N`` (N > 0, or any limit)    ``<answer>/offset/N``: rows N … N+99
+``…&offset=N`` (N > 0)                  ``<answer>/offset/N``: rows N … N+99
 ======================================  ========================================
 
 Parameters may also be given as tags (``00100020=`` for PatientID, as OHIF
 sends it).  The first matching parameter in the table's order wins (a UID
 before a patient before a modality); other parameters, and values with
 wildcards or lists, are ignored, so such a query gets a superset that clients
-filtering on their side narrow.  Pages hold
-:data:`PAGE_SIZE` rows, and one more, empty, page sits at the end, so
-dicomweb-client's ``get_remaining`` paging stops.  Values other than UIDs are
+filtering on their side narrow.  ``offset=0`` (or none) returns the whole
+answer whatever the ``limit``; pages of :data:`PAGE_SIZE` rows sit at offsets
+100, 200, … for clients that step by their limit, and one empty page sits at
+the offset equal to the count, so dicomweb-client's ``get_remaining`` paging
+(offset += rows received) stops.  Values other than UIDs are
 hex-encoded UTF-8 in keys (safe in any URL and S3 key).
 """
 
@@ -119,8 +121,8 @@ def route(path: str, query: Mapping[str, Sequence[str]]) -> str:
         offset = max(0, int((query.get("offset") or ["0"])[0]))
     except ValueError:
         offset = 0
-    if offset == 0 and not query.get("limit"):
-        return base
+    if offset == 0:
+        return base  # the whole answer, whatever the limit: paging by rows received ends
     return page_key(all_key(path) if base == path else base, offset)
 
 

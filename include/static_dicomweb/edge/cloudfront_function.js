@@ -50,7 +50,7 @@ function route(path, query) {
   }
   var offset = parseInt(param(query, "offset") || "0", 10);
   if (!(offset > 0)) offset = 0;
-  if (offset === 0 && !param(query, "limit")) return base;
+  if (offset === 0) return base;
   return (base === path ? TABLE.prefix + path + "/all" : base) + "/offset/" + offset;
 }
 
