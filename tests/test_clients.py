@@ -124,3 +124,19 @@ def test_real_file_round_trip(name: str, tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_slicer_import_requests(sample_dir: Path, site_url: str) -> None:
+    """What 3D Slicer's DICOMweb import asks for: the study's series, series metadata, series Part 10."""
+    client = DICOMwebClient(site_url)
+    sources = {}
+    for path in sample_files(sample_dir):
+        ds = pydicom.dcmread(path)
+        sources[ds.SOPInstanceUID] = ds
+    study = next(iter(sources.values())).StudyInstanceUID
+    for row in client.search_for_series(study_instance_uid=study):
+        series = _first(row, "0020000E")
+        metadata = client.retrieve_series_metadata(study, series)
+        instances = client.retrieve_series(study, series)
+        assert {_first(m, "00080018") for m in metadata} == {ds.SOPInstanceUID for ds in instances}
+        assert all(ds == sources[ds.SOPInstanceUID] for ds in instances)
