@@ -1,12 +1,16 @@
 """A real Airflow deployment runs ``dicomweb_site`` and survives ``kill -9`` of a convert task.
 
-The api-server, the scheduler (LocalExecutor) and the dag-processor run as separate processes on
-a PostgreSQL metadata database (``scripts/postgres.sh``: installed from the distribution's
-packages when missing, started on 127.0.0.1).  The DAG is unpaused and triggered through the
-REST API v2; once a mapped ``convert`` task instance is running and has written part of its
-series, its task process gets SIGKILL.  The retry (the DAG's own retry policy) must succeed, and
-the final site must equal, object by object (bytes and headers), the site ``static-dicomweb
-convert`` makes from the same input.  Skipped only when PostgreSQL cannot be installed.
+The api-server, the scheduler and the dag-processor run as separate processes on a PostgreSQL
+metadata database (``scripts/postgres.sh``: installed from the distribution's packages when
+missing, started on 127.0.0.1), in two variants: the LocalExecutor (the scheduler runs the
+tasks), and the CeleryExecutor with a Redis broker (``scripts/redis.sh``, the same way) and two
+``airflow celery worker`` processes, so a task may run on either.  Each variant has its own
+PostgreSQL server.  The DAG is unpaused and triggered through the REST API v2; once a mapped
+``convert`` task instance is running and has written part of its series, its task process (the
+pid the API gives, checked by its command line and by which started process it descends from)
+gets SIGKILL.  The retry (the DAG's own retry policy) must succeed, and the final site must
+equal, object by object (bytes and headers), the site ``static-dicomweb convert`` makes from the
+same input.  Skipped only when PostgreSQL (or, for Celery, Redis) cannot be installed.
 """
 
 from __future__ import annotations
@@ -41,7 +45,11 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 AIRFLOW = str(BIN / "airflow")
 POSTGRES_SH = ROOT / "scripts" / "postgres.sh"
-POSTGRES_CANNOT_BE_INSTALLED = 77  # scripts/postgres.sh's exit status for "skip"
+REDIS_SH = ROOT / "scripts" / "redis.sh"
+CANNOT_BE_INSTALLED = 77  # scripts/postgres.sh's and scripts/redis.sh's exit status for "skip"
+EXECUTORS = ("LocalExecutor", "CeleryExecutor")
+#: the CeleryExecutor variant's workers: 2 x 2 task slots, as many as [core] parallelism
+CELERY_WORKERS, CELERY_CONCURRENCY = 2, 2
 DAG_ID = "dicomweb_site"
 #: 4 series of 120 slices (and 4 small ones): a big convert task runs ~4 s on 2 cores, ~1 s of
 #: it writing, so the test sees it mid-write without slowing the task down
@@ -79,10 +87,17 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float,
         time.sleep(interval)
 
 
-# -- PostgreSQL ----------------------------------------------------------------------------------
+# -- PostgreSQL and Redis ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=EXECUTORS)
+def executor(request: pytest.FixtureRequest) -> str:
+    """The variant: each gets a deployment of its own (and a PostgreSQL server of its own)."""
+    return str(request.param)
+
 
 @pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
+def postgres_url(executor: str) -> Iterator[str]:
+    # one server for each executor variant (hence the argument): each starts on an empty database
     # not pytest's tmp_path: run as root the server runs as `postgres`, which cannot reach a
     # folder under /tmp/pytest-of-root (0700); mkdtemp gives a folder it can be handed
     folder = Path(tempfile.mkdtemp(prefix="sdw-postgres-"))
@@ -92,7 +107,7 @@ def postgres_url() -> Iterator[str]:
                          check=False)
     print(f"scripts/postgres.sh: {time.monotonic() - start:.1f} s\n{out.stderr}")
     try:
-        if out.returncode == POSTGRES_CANNOT_BE_INSTALLED:
+        if out.returncode == CANNOT_BE_INSTALLED:
             pytest.skip(f"PostgreSQL cannot be installed here: {out.stderr.strip()[-500:]}")
         assert out.returncode == 0, f"scripts/postgres.sh failed ({out.returncode}):\n{out.stderr}"
         yield out.stdout.strip().splitlines()[-1]
@@ -102,15 +117,51 @@ def postgres_url() -> Iterator[str]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """The CeleryExecutor's broker (only that variant asks for it)."""
+    # a short path: the server's Unix socket (DIR/redis.sock) must fit in 107 bytes
+    folder = Path(tempfile.mkdtemp(prefix="sdw-redis-"))
+    start = time.monotonic()
+    out = subprocess.run(["bash", str(REDIS_SH), "start", str(folder), str(free_port())],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
+                         check=False)
+    print(f"scripts/redis.sh: {time.monotonic() - start:.1f} s\n{out.stderr}")
+    try:
+        if out.returncode == CANNOT_BE_INSTALLED:
+            pytest.skip(f"Redis cannot be installed here: {out.stderr.strip()[-500:]}")
+        assert out.returncode == 0, f"scripts/redis.sh failed ({out.returncode}):\n{out.stderr}"
+        yield out.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["bash", str(REDIS_SH), "stop", str(folder)], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=120, check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 # -- Airflow -------------------------------------------------------------------------------------
 
 @dataclass
 class Airflow:
-    """A running deployment: its REST API and where its logs are."""
+    """A running deployment: its REST API, where its logs are, the processes it started."""
 
     url: str
     home: Path
     session: requests.Session
+    executor: str
+    #: pid → name ("scheduler", "worker-1", ...) of each process the fixture started
+    started: dict[int, str]
+    #: the names of those the task processes run under: the scheduler (LocalExecutor), the workers
+    task_hosts: tuple[str, ...]
+
+    def worker_of(self, ti_id: str) -> list[str]:
+        """The Celery workers whose logs show they took the task instance (one try) ``ti_id``."""
+        return [name for name in self.task_hosts
+                if f"id=UUID('{ti_id}')" in (self.home / "logs" / f"{name}.log").read_text(errors="replace")]
+
+    def workloads(self) -> dict[str, int]:
+        """How many task workloads each Celery worker took (its log says so for each)."""
+        return {name: (self.home / "logs" / f"{name}.log").read_text(errors="replace")
+                .count("Executing workload in Celery") for name in self.task_hosts}
 
     def api(self, method: str, path: str, expect: tuple[int, ...] = (200,), **kw: Any) -> Any:
         response = self.session.request(method, f"{self.url}/api/v2{path}", timeout=30, **kw)
@@ -121,6 +172,23 @@ class Airflow:
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} (last lines)\n{tail(p)}"
                          for p in sorted((self.home / "logs").glob("*.log")))
+
+
+def parent(pid: int) -> int | None:
+    try:  # /proc/PID/stat: "pid (comm) state ppid ...", comm may hold spaces and parentheses
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def started_by(pid: int, started: dict[int, str]) -> str | None:
+    """The name of the started process ``pid`` descends from (None: none, or it is gone)."""
+    current: int | None = pid
+    while current and current > 1:
+        if current in started:
+            return started[current]
+        current = parent(current)
+    return None
 
 
 def kill_leftovers(home: Path) -> None:
@@ -149,7 +217,8 @@ def stop(processes: list[subprocess.Popen[bytes]], home: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def airflow(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
+def airflow(executor: str, postgres_url: str, tmp_path_factory: pytest.TempPathFactory,
+            request: pytest.FixtureRequest) -> Iterator[Airflow]:
     assert importlib.util.find_spec("asyncpg"), (
         "Airflow 3.3 on PostgreSQL needs asyncpg (its async engine): add it to requirements.txt")
     home = tmp_path_factory.mktemp("airflow-home")
@@ -162,7 +231,7 @@ def airflow(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
     env.update({
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_url,
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__EXECUTOR": executor,
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -180,6 +249,22 @@ def airflow(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
     })
+    components = [("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port)]),
+                  ("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"])]
+    if executor == "CeleryExecutor":
+        assert postgres_url.startswith("postgresql+psycopg2://"), postgres_url
+        env.update({
+            "AIRFLOW__CELERY__BROKER_URL": request.getfixturevalue("redis_url"),
+            # the driver named: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3 (not installed)
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{postgres_url}",
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(CELERY_CONCURRENCY),
+        })
+        # one machine, several workers: a Celery node name each (-H); no log server (each would
+        # take port 8793; the task logs are files in the shared AIRFLOW_HOME/logs anyway)
+        components += [(f"worker-{n}", ["celery", "worker", "-H", f"worker-{n}@%h",
+                                        "--concurrency", str(CELERY_CONCURRENCY),
+                                        "--skip-serve-logs", "--without-mingle", "--without-gossip"])
+                       for n in range(1, CELERY_WORKERS + 1)]
     migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=home, capture_output=True,
                              text=True, timeout=300, check=False)
     assert migrate.returncode == 0, (migrate.stdout + migrate.stderr)[-3000:]
@@ -187,17 +272,23 @@ def airflow(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
                    check=True, timeout=300)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        for name, args in (("api-server", ["api-server", "--host", "127.0.0.1", "--port", str(port)]),
-                           ("scheduler", ["scheduler"]), ("dag-processor", ["dag-processor"])):
+        for name, args in components:
             with open(home / "logs" / f"{name}.log", "wb") as log:
                 processes.append(subprocess.Popen([AIRFLOW, *args], env=env, cwd=home,
                                                   stdin=subprocess.DEVNULL, stdout=log,
                                                   stderr=subprocess.STDOUT, start_new_session=True))
-        deployment = Airflow(url, home, requests.Session())
+        workers = tuple(name for name, _ in components if name.startswith("worker-"))
+        deployment = Airflow(url, home, requests.Session(), executor,
+                             {proc.pid: name for proc, (name, _) in zip(processes, components,
+                                                                         strict=True)},
+                             workers or ("scheduler",))
 
-        def healthy() -> bool | None:
+        def running() -> None:
             for proc in processes:
                 assert proc.poll() is None, f"{proc.args} exited {proc.returncode}\n{deployment.logs()}"
+
+        def healthy() -> bool | None:
+            running()
             with contextlib.suppress(requests.RequestException, ValueError):
                 health = requests.get(f"{url}/api/v2/monitor/health", timeout=5).json()
                 if all((health.get(part) or {}).get("status") == "healthy"
@@ -207,6 +298,14 @@ def airflow(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
         wait_for("api-server, scheduler and dag-processor to be healthy", healthy, 180,
                  deployment.logs)
+
+        def ready() -> bool | None:  # Celery's "NODE ready." in each worker's log: consuming
+            running()
+            return True if all(" ready." in (home / "logs" / f"{name}.log").read_text(errors="replace")
+                               for name in workers) else None
+
+        if workers:
+            wait_for(f"Celery workers {', '.join(workers)} to be ready", ready, 120, deployment.logs)
         # Simple auth manager: a JWT for a configured user (POST /auth/token, 201)
         token = requests.post(f"{url}/auth/token", json={"username": "admin", "password": password},
                               timeout=30)
@@ -230,7 +329,7 @@ def when(stamp: str) -> datetime:
 
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # includes installing PostgreSQL on a fresh machine
+@pytest.mark.timeout(900)  # includes installing PostgreSQL (and Redis) on a fresh machine
 def test_kill_9_of_a_convert_task_is_retried_to_the_same_site(airflow: Airflow, tmp_path: Path) -> None:
     source, site = tmp_path / "in", tmp_path / "dag-site"
     generate_sample(source, SPEC)
@@ -284,14 +383,21 @@ def test_kill_9_of_a_convert_task_is_retried_to_the_same_site(airflow: Airflow, 
             done = len(list((site / series / "instances").glob("*/metadata.body")))
             if len(files) < SPEC.slices or not 0 < done < len(files):
                 continue
-            try:  # the task runner itself (the supervisor's command line says "LocalExecutor")
+            try:  # the task runner itself, titled "airflow worker -- TI_ID" (its supervisor is
+                # "airflow worker -- LocalExecutor: ..." or a Celery pool process)
                 cmdline = Path(f"/proc/{ti['pid']}/cmdline").read_bytes().decode(errors="replace")
             except FileNotFoundError:
                 continue
             if ti["id"] not in cmdline or "LocalExecutor" in cmdline:
                 continue
+            # a process of this deployment: the LocalExecutor runs tasks under the scheduler,
+            # Celery under either worker
+            owner = started_by(ti["pid"], airflow.started)
+            if owner is None:  # gone meanwhile
+                continue
+            assert owner in airflow.task_hosts, f"pid {ti['pid']} ({cmdline!r}) runs under {owner}"
             os.kill(ti["pid"], signal.SIGKILL)
-            return {**ti, "written_when_killed": done, "batch_size": len(files)}
+            return {**ti, "written_when_killed": done, "batch_size": len(files), "owner": owner}
         if converts and all(t["state"] in ("success", "failed", "upstream_failed") for t in converts):
             pytest.fail("every convert task finished before one was caught mid-write: make SPEC "
                         f"bigger\n{diagnose()}")
@@ -299,8 +405,8 @@ def test_kill_9_of_a_convert_task_is_retried_to_the_same_site(airflow: Airflow, 
 
     killed = wait_for("a convert task instance running and mid-write", kill_one_mid_write,
                       DEADLINE_S, diagnose, interval=0.05)
-    print(f"SIGKILL convert[{killed['map_index']}] pid {killed['pid']} after "
-          f"{killed['written_when_killed']} of {killed['batch_size']} instances")
+    print(f"SIGKILL convert[{killed['map_index']}] pid {killed['pid']} (under {killed['owner']}) "
+          f"after {killed['written_when_killed']} of {killed['batch_size']} instances")
 
     final = wait_for("the DAG run to finish", lambda: (
         r if (r := airflow.api("GET", run_path))["state"] in ("success", "failed") else None),
@@ -316,6 +422,12 @@ def test_kill_9_of_a_convert_task_is_retried_to_the_same_site(airflow: Airflow, 
     assert tries[0]["state"] in ("up_for_retry", "failed") and tries[0]["pid"] == killed["pid"], tries
     # the DAG's retry_delay (10 s, exponential backoff) held the retry back
     assert (when(tries[1]["start_date"]) - when(tries[0]["end_date"])).total_seconds() >= 10, tries
+    if airflow.executor == "CeleryExecutor":
+        # 4 downloads, then 4 converts, at a time (parallelism 4): more than one worker's slots
+        taken = airflow.workloads()
+        print(f"task workloads per Celery worker: {taken}; try 1 of convert[{killed['map_index']}] "
+              f"on {killed['owner']}, try 2 on {', '.join(airflow.worker_of(ti['id'])) or '?'}")
+        assert len(taken) == CELERY_WORKERS and all(taken.values()), taken
 
     clean = tmp_path / "cli-site"
     cli = subprocess.run([str(BIN / "static-dicomweb"), "convert", str(source), "--out", str(clean)],

@@ -38,6 +38,8 @@ LAYOUT_VERSION = "1"
 #: Modalities whose query answers exist even when empty: MONAI Label asks ``series?Modality=SEG``
 #: (and its search filter, CT by default) on every site, and S3 answers a missing key with 403/404.
 ALWAYS_ANSWERED_MODALITIES = ("CT", "SEG")
+#: The header recording how many rows a query answer holds (``x-amz-meta-rows`` on S3).
+ROWS_META = "x-amz-meta-rows"
 
 
 def _put_json(store: Store, spec: keys.ObjectSpec, obj: object) -> None:
@@ -226,8 +228,8 @@ def _merge_root(store: Store, name: str, drop: set[bytes],
     lines.sort()
     spec = keys.studies() if name == "studies" else keys.all_series()
     store.put(keys.root_record(name), [gzip_bytes(b"\n".join(lines))])
-    store.put(spec, [gzip_bytes(_rows_json(lines))])
-    _write_pages(store, routing.all_key(name), lines)
+    _write_pages(store, routing.all_key(name), lines, counted=spec.key)
+    store.put(spec, [gzip_bytes(_rows_json(lines))], meta={"rows": str(len(lines))})
     return lines, dropped
 
 
@@ -235,16 +237,19 @@ def _rows_json(lines: Sequence[bytes]) -> bytes:
     return b"[" + b",".join(line.split(b"\t", 2)[2] for line in lines) + b"]"
 
 
-def _write_pages(store: Store, base: str, lines: Sequence[bytes]) -> None:
-    """Pages of ``routing.PAGE_SIZE`` rows at ``base/offset/N`` (N > 0), an empty one at the end.
+def _write_pages(store: Store, base: str, lines: Sequence[bytes], counted: str | None = None) -> None:
+    """Pages of ``routing.PAGE_SIZE`` rows at ``base.offset.N`` (N > 0), an empty one at the end.
 
-    Offset 0 is the answer itself.
+    Offset 0 is the answer itself (``counted``: the object that stands for it),
+    whose ``x-amz-meta-rows`` says how many rows it had, so pages of an earlier
+    count are deleted without listing anything.
     """
     size = routing.PAGE_SIZE
     offsets = {*range(size, len(lines), size), len(lines)}
-    for stale in store.children(f"{base}/offset/"):  # pages of an earlier, other count
-        if stale.isdigit() and int(stale) not in offsets:
-            store.delete(routing.page_key(base, int(stale)))
+    held = store.headers(counted or base) or {}
+    before = int(held.get(ROWS_META, "0") or 0)
+    for stale in {*range(size, before, size), before} - offsets - {0}:  # pages of the old count
+        store.delete(routing.page_key(base, stale))
     for start in range(size, len(lines), size):
         store.put(_query_spec(routing.page_key(base, start)),
                   [gzip_bytes(_rows_json(lines[start:start + size]))])
@@ -257,9 +262,9 @@ def _query_spec(key: str) -> keys.ObjectSpec:
 
 
 def _write_answer(store: Store, key: str, lines: Sequence[bytes]) -> None:
-    """A precomputed query answer, its pages and end page."""
-    store.put(_query_spec(key), [gzip_bytes(_rows_json(lines))])
+    """A precomputed query answer, its pages and end page (the pages first)."""
     _write_pages(store, key, lines)
+    store.put(_query_spec(key), [gzip_bytes(_rows_json(lines))], meta={"rows": str(len(lines))})
 
 
 def write_query_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes],

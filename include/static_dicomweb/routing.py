@@ -13,7 +13,7 @@ request                                 object
 ``series?StudyInstanceUID=S``           ``_q/series/StudyInstanceUID/S``
 ``series?PatientID=P``                  ``_q/series/PatientID/<hex of P>``
 ``series?Modality=M``                   ``_q/series/Modality/<hex of M>``
-``…&offset=N`` (N > 0)                  ``<answer>/offset/N``: rows N … N+99
+``…&offset=N`` (N > 0)                  ``<answer>.offset.N``: rows N … N+99
 ======================================  ========================================
 
 Parameters may also be given as tags (``00100020=`` for PatientID, as OHIF
@@ -97,8 +97,12 @@ def all_key(resource: str) -> str:
 
 
 def page_key(base: str, offset: int) -> str:
-    """The page of ``base`` starting at row ``offset``."""
-    return f"{base}/offset/{offset}"
+    """The page of ``base`` starting at row ``offset``.
+
+    A sibling of the answer, not a child: no folder per answer in a local
+    site (a UID answer is digits and dots, so ``.offset.`` cannot clash).
+    """
+    return f"{base}.offset.{offset}"
 
 
 def route(path: str, query: Mapping[str, Sequence[str]]) -> str:

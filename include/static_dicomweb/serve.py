@@ -140,7 +140,7 @@ class SiteHandler(BaseHTTPRequestHandler):
             headers = self.store.headers(key) if key else None
         except (StoreError, ValueError):
             headers = None
-        if headers is None and routed and "/offset/" not in key:
+        if headers is None and routed and ".offset." not in key:
             self._empty_answer(send_body)  # a filter that matches nothing; a missing page is a 404
             return
         if headers is None:

@@ -51,7 +51,7 @@ function route(path, query) {
   var offset = parseInt(param(query, "offset") || "0", 10);
   if (!(offset > 0)) offset = 0;
   if (offset === 0) return base;
-  return (base === path ? TABLE.prefix + path + "/all" : base) + "/offset/" + offset;
+  return (base === path ? TABLE.prefix + path + "/all" : base) + ".offset." + offset;
 }
 
 function handler(event) {
