@@ -62,6 +62,7 @@ __all__ = [
     "phantom_seed",
     "phantom_volume",
     "spine_mask",
+    "vertebra_levels",
 ]
 
 logger = logging.getLogger(__name__)
@@ -404,6 +405,58 @@ def spine_mask(slices: int, rows: int, columns: int, seed: int = 0) -> npt.NDArr
 
     """
     return _phantom(slices, rows, columns, seed)[1]
+
+
+def vertebra_levels(
+    slices: int, rows: int, columns: int, seed: int = 0, top_level: str = "T1"
+) -> npt.NDArray[np.uint8]:
+    """Return :func:`spine_mask` with each vertebral body labelled by its level.
+
+    A vertebra is a run of consecutive vertebra slices between two disc slices (3 slices,
+    except a partial one at the top of the volume, where the first run may be cut by the
+    seed's vertebra phase). The first vertebra from slice 0 (the most superior) is
+    ``top_level``, the next one the level below it, and so on; values are those of MONAI
+    Label's ``localization_spine`` model (C1 = 1 .. C7 = 7, T1 = 8 .. T12 = 19,
+    L1 = 20 .. L5 = 24, see :mod:`static_dicomweb.spine.labels`). Levels are clipped at L5:
+    a volume long enough to reach below L5 labels every further body 24, so the non-zero
+    voxels are exactly those of :func:`spine_mask`.
+
+    Parameters
+    ----------
+    slices : int
+        Number of axial slices (z).
+    rows : int
+        Image rows (y).
+    columns : int
+        Image columns (x).
+    seed : int, optional
+        Seed, as given to :func:`phantom_volume`.
+    top_level : str, optional
+        Level of the first vertebra (``"C1"`` .. ``"L5"``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``uint8`` array of shape ``(slices, rows, columns)``: 0 outside the vertebral bodies,
+        the level's value inside.
+
+    Raises
+    ------
+    ValueError
+        If a size is < 1, the seed is negative or ``top_level`` is not a level.
+
+    """
+    from .spine.labels import LEVELS
+
+    if top_level not in LEVELS:
+        raise ValueError(f"top_level must be one of {', '.join(LEVELS)}, got {top_level!r}")
+    mask = spine_mask(slices, rows, columns, seed)
+    phase = _anatomy(seed).vertebra_phase
+    first_group = 0 if _is_vertebra_slice(0, _anatomy(seed)) else 1
+    top = LEVELS.index(top_level) + 1
+    groups = (np.arange(slices) + phase) // _VERTEBRA_PERIOD
+    values = np.minimum(top + groups - first_group, len(LEVELS)).astype(np.uint8)
+    return (mask * values[:, None, None]).astype(np.uint8)
 
 
 def phantom_seed(seed: int, study_index: int) -> int:
