@@ -14,11 +14,12 @@ AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/
 	$(BIN)/airflow
 
 .PHONY: help venv demo test unit lint typecheck bench bench-aggregate serve constraints clean \
-	ohif-setup monailabel-setup test-clients
+	ohif-setup monailabel-setup test-clients e2e-annotation
 
 help:
 	@echo "make demo       sample CT -> the dicomweb_site Airflow DAG -> $(DEMO)/site, validated"
 	@echo "make test       lint, type check and the whole test suite"
+	@echo "make e2e-annotation  the spine annotation loop against a real MONAI Label (prints DICE:)"
 	@echo "make bench      conversion speed vs the three-copy cp -r floor (docs/benchmarks.md)"
 	@echo "make serve      serve $(DEMO)/site on http://127.0.0.1:$(PORT)/"
 
@@ -72,6 +73,10 @@ monailabel-setup:
 
 test-clients: $(STAMP) ohif-setup monailabel-setup
 	$(BIN)/python -m pytest -m clients
+
+# sample -> dicomweb_site -> MONAI Label -> labels -> spine_training -> monailabel_refresh (docs/annotation.md)
+e2e-annotation: $(STAMP) monailabel-setup
+	$(BIN)/python -m pytest tests/test_annotation_loop.py -s -p no:cacheprovider
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_convert.py --json .bench/results.json

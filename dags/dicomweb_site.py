@@ -89,9 +89,12 @@ def dicomweb_site() -> None:
         return tasks.check(summary, params or {})
 
     @task(outlets=[SITE])
-    def publish(report: dict[str, Any], outlet_events: Any = None) -> dict[str, Any]:
-        outlet_events[SITE].extra = report
-        return report
+    def publish(report: dict[str, Any], params: dict[str, Any] | None = None,
+                outlet_events: Any = None) -> dict[str, Any]:
+        # the site's location travels with the event: DAGs scheduled on it read it from there
+        extra = {**report, "destination": (params or {}).get("destination")}
+        outlet_events[SITE].extra = extra
+        return extra
 
     files = download.expand(refs=discover())
     publish(validate(aggregate(convert.expand(files=files))))

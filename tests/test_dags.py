@@ -43,12 +43,46 @@ def test_dicomweb_site_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert outlet.name == "dicomweb_site"
 
 
-def test_dag_files_do_no_work_at_parse_time() -> None:
+def test_spine_training_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.dags["spine_training"]
+    ids = [t.task_id for t in dag.topological_sort()]
+    assert ids[:3] == ["plan", "export", "backend"] and ids[-2:] == ["evaluate", "publish"]
+    assert {"train_local", "train_monailabel", "sagemaker_config", "train_sagemaker",
+            "collect_sagemaker"} <= set(ids)
+    assert type(dag.get_task("train_sagemaker")).__name__ == "SageMakerTrainingOperator"
+    assert dag.get_task("backend").downstream_task_ids == {"train_local", "train_monailabel",
+                                                            "sagemaker_config"}
+    assert dag.get_task("evaluate").trigger_rule == "none_failed_min_one_success"
+    assert dag.params["backend"] == "local" and dag.params["model"] == "spine_cpu"
+    assert {"min_new_labels", "heldout_fraction", "epochs", "sagemaker_role_arn",
+            "sagemaker_image_uri", "monailabel_conn_id"} <= set(dag.params)
+    assert {a.name for a in dag.timetable.asset_condition.objects} == {
+        "dicomweb_site", "spine_labels"}
+    (outlet,) = dag.get_task("publish").outlets
+    assert outlet.name == "spine_model"
+    for task in dag.tasks:
+        assert task.retries >= 2 and task.retry_exponential_backoff, task.task_id
+
+
+def test_monailabel_refresh_and_labels_import_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.dags["monailabel_refresh"]
+    assert [t.task_id for t in dag.topological_sort()] == ["refresh_datastore", "refresh_model"]
+    assert {a.name for a in dag.timetable.asset_condition.objects} == {
+        "dicomweb_site", "spine_model"}
+    imports = dagbag.dags["spine_labels_import"]
+    assert [t.task_id for t in imports.topological_sort()] == ["import_totalseg", "aggregate"]
+    (outlet,) = imports.get_task("aggregate").outlets
+    assert outlet.name == "spine_labels"
+
+
+@pytest.mark.parametrize("dag_file", ["dicomweb_site.py", "spine_training.py", "monailabel_refresh.py",
+                                      "spine_labels_import.py"])
+def test_dag_files_do_no_work_at_parse_time(dag_file: str) -> None:
     # heavy imports happen inside tasks: parsing the DAG file must not pull in the library,
     # pydicom or numpy (boto3 is loaded by Airflow itself, for the Amazon provider's Asset URIs)
     code = ("import sys, runpy; runpy.run_path(sys.argv[1]); "
-            "print(sorted(m for m in ('pydicom', 'numpy', 'static_dicomweb') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "dags" / "dicomweb_site.py")],
+            "print(sorted(m for m in ('pydicom', 'numpy', 'static_dicomweb', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "dags" / dag_file)],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "[]"
 

@@ -10,8 +10,9 @@
 # Environment (all optional):
 #   MONAILABEL_WORK   folder for the app copy, the DICOMweb cache and sessions (default: a new mktemp -d);
 #                     the app writes model/, logs/ and bin/ into its own folder, so it runs from a copy
-#   MONAILABEL_MODELS the radiology model to load (default localization_spine; pretrained weights are
-#                     never downloaded: use_pretrained_model false, sam2 false)
+#   MONAILABEL_MODELS the models to load, comma-separated (default spine_cpu, the project's small CPU
+#                     model; the radiology app's localization_spine etc. load too, without weights:
+#                     pretrained weights are never downloaded: use_pretrained_model false, sam2 false)
 #   MONAI_LABEL_QIDO_PREFIX / _WADO_PREFIX / _STOW_PREFIX
 #                     path segments that dicomweb-client appends to SITE_URL for each service; leave them
 #                     unset when SITE_URL is the site root (dicomweb-client refuses an empty prefix)
@@ -39,6 +40,10 @@ if [[ ! -f "$WORK/app/main.py" ]]; then
     rm -rf "$WORK/app"
     cp -r "$HERE/apps/radiology" "$WORK/app"
 fi
+# the project's own configs (spine_cpu) over the radiology app, every start (they may have changed)
+cp -r "$HERE/app/." "$WORK/app/"
+# spine_cpu's network and preprocessing come from the project's spine_model package
+export PYTHONPATH="$(cd "$HERE/../../include" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
 
 # dicomweb-client raises on an empty prefix: drop empty ones instead of passing them on
 for name in MONAI_LABEL_QIDO_PREFIX MONAI_LABEL_WADO_PREFIX MONAI_LABEL_STOW_PREFIX; do
@@ -58,6 +63,6 @@ echo "start.sh: MONAI Label on http://127.0.0.1:$PORT/ for $SITE_URL (work folde
 cd "$WORK"
 exec "$VENV/bin/python" -m monailabel.main start_server \
     --app "$WORK/app" --studies "$SITE_URL" \
-    --conf models "${MONAILABEL_MODELS:-localization_spine}" \
+    --conf models "${MONAILABEL_MODELS:-spine_cpu}" \
     --conf use_pretrained_model false --conf sam2 false \
     --host 127.0.0.1 --port "$PORT" "$@"

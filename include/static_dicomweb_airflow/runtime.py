@@ -58,3 +58,23 @@ def report_lineage(task: Any, inputs: Iterable[str], output: str | None) -> None
         collector.add_input_asset(task, uri=uri)
     if output:
         collector.add_output_asset(task, uri=output)
+
+
+def with_destination(params: dict[str, Any], events: Any) -> dict[str, Any]:
+    """``params`` with a ``destination``: the param if set, else the newest triggering event's.
+
+    Runs scheduled on an Asset get the DAG's default params; the ``dicomweb_site``
+    and label events name their site in their extra.
+    """
+    if params.get("destination"):
+        return params
+    newest: tuple[str, str] | None = None
+    for asset_events in (events or {}).values():
+        for event in asset_events:
+            dest = (getattr(event, "extra", None) or {}).get("destination")
+            stamp = str(getattr(event, "timestamp", ""))
+            if dest and (newest is None or stamp >= newest[0]):
+                newest = (stamp, dest)
+    if newest is None:
+        raise AirflowFailException("no destination: set the param, or run on a dicomweb_site event")
+    return {**params, "destination": newest[1]}

@@ -1,0 +1,299 @@
+"""Task bodies of ``spine_training`` and ``monailabel_refresh``: one call into the library each.
+
+Training runs out of process: the ``local`` backend runs ``python -m spine_model.train``
+with the trainer's interpreter (``trainer_python``: one with torch and MONAI, by default
+MONAI Label's virtualenv), so Airflow's own environment never needs torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowSkipException
+
+import static_dicomweb
+from static_dicomweb import routing
+from static_dicomweb.dicomjson import decode
+from static_dicomweb.errors import KeyNotFoundError, PermanentError
+from static_dicomweb.spine import registry
+from static_dicomweb.spine.dataset import export_dataset, upload_dataset
+from static_dicomweb.spine.manifest import TrainingManifest, build_manifest
+from static_dicomweb.store import Store
+
+from .monailabel import MonaiLabelHook
+from .runtime import permanent_errors_fail, report_lineage, site_uri, store_for
+
+log = logging.getLogger(__name__)
+INCLUDE = Path(static_dicomweb.__file__).resolve().parents[1]
+REPO = INCLUDE.parent
+DEFAULT_TRAINER_PYTHON = REPO / "clients" / "monailabel" / ".venv" / "bin" / "python"
+
+
+def _store(params: dict[str, Any]) -> Store:
+    return store_for(params["destination"], params.get("aws_conn_id"))
+
+
+def _work(params: dict[str, Any], *parts: str) -> Path:
+    path = Path(params.get("work_dir") or "/tmp/static-dicomweb-training", *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# --- spine_training ---------------------------------------------------------------------------
+def plan(params: dict[str, Any]) -> dict[str, Any]:
+    """The training manifest, or a skip when there are too few new labels to train on.
+
+    New labels are SEG series the current model was not trained on; a run needs at
+    least ``min_new_labels`` of them, and at least one training and one held-out case.
+    """
+    with permanent_errors_fail():
+        store = _store(params)
+        model = params.get("model") or "spine_cpu"
+        manifest = build_manifest(store, model, heldout_fraction=float(params.get("heldout_fraction", 0.25)))
+    current = registry.current(store, model) or {}
+    seen = set(current.get("seg_series", []))
+    new = [c.seg_series for c in manifest.cases if c.seg_series not in seen]
+    log.info("%d labelled series (%d train, %d held out), %d new since the current model; skipped: %s",
+             len(manifest.cases), len(manifest.train), len(manifest.heldout), len(new), manifest.skipped)
+    wanted = int(params.get("min_new_labels", 1))
+    if len(new) < wanted:
+        raise AirflowSkipException(f"{len(new)} new label(s), fewer than min_new_labels={wanted}")
+    if not manifest.train or not manifest.heldout:
+        raise AirflowSkipException(f"{len(manifest.cases)} labelled series of "
+                                   f"{len({c.patient for c in manifest.cases})} patient(s): need a training "
+                                   "and a held-out patient")
+    return {**manifest.to_json(), "new_labels": len(new)}
+
+
+def export(manifest_json: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Write the data set (one ``.npz`` per case); for SageMaker also into the site's store."""
+    manifest = TrainingManifest.from_json(manifest_json)
+    store = _store(params)
+    folder = _work(params, manifest.model, manifest.digest, "data")
+    with permanent_errors_fail():
+        data = export_dataset(store, manifest, folder)
+    if not data["train"] or not data["heldout"]:
+        raise AirflowException(f"nothing left to train on or to hold out: {data['rejected']}")
+    out: dict[str, Any] = {"folder": str(folder), "model": manifest.model, "digest": manifest.digest,
+                           "rejected": data["rejected"]}
+    if params.get("backend") == "sagemaker":
+        prefix = upload_dataset(folder, store, f"_training/{manifest.model}/{manifest.digest}/data")
+        out["s3_uri"] = f"{params['destination'].rstrip('/')}/{prefix}/"
+        out["output_uri"] = f"{params['destination'].rstrip('/')}/_training/{manifest.model}/output"
+    site = site_uri(params["destination"])
+    report_lineage(export, (f"{site}/studies/{c.study}/series/{s}" for c in manifest.cases
+                            for s in (c.series, c.seg_series)), folder.as_uri())
+    return out
+
+
+def _trainer(params: dict[str, Any], module: str, *args: str) -> dict[str, Any]:
+    python = str(params.get("trainer_python") or DEFAULT_TRAINER_PYTHON)
+    if not Path(python).exists():
+        raise AirflowException(f"trainer_python {python} does not exist: run clients/monailabel/setup.sh "
+                               "or set the param to a Python with torch and MONAI")
+    env = {**os.environ, "PYTHONPATH": str(INCLUDE), "PYTHONWARNINGS": "ignore"}
+    cmd = [python, "-m", module, *args]
+    log.info("running %s", " ".join(cmd))
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        raise AirflowException(f"{module} exited {run.returncode}: {run.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(run.stdout.strip().splitlines()[-1])
+    return result
+
+
+def train_local(dataset: dict[str, Any], params: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """Train with ``spine_model.train`` on this worker (from the current weights if ``fine_tune``)."""
+    out = _work(params, dataset["model"], dataset["digest"], _safe(run_id))
+    args = ["--data", dataset["folder"], "--model-dir", str(out), "--model", dataset["model"],
+            "--epochs", str(int(params.get("epochs", 20)))]
+    if params.get("fine_tune", True):
+        current = registry.fetch_weights(_store(params), dataset["model"], out / "current.pt")
+        if current:
+            args += ["--init", str(out / "current.pt")]
+    metrics = _trainer(params, "spine_model.train", *args)
+    log.info("trained %s: loss %s, held-out Dice %s in %s s", dataset["model"], metrics["loss"][-1:],
+             metrics["dice"], metrics["train_seconds"])
+    return {"weights": str(out / "model.pt"), "backend": "local", "train_seconds": metrics["train_seconds"]}
+
+
+def train_monailabel(dataset: dict[str, Any], params: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """``POST /train/{model}`` on the MONAI Label server, wait for DONE, download its weights."""
+    client = MonaiLabelHook(params.get("monailabel_conn_id") or "monailabel_default").get_conn()
+    client.reload()  # its datastore lists the site's labels anew
+    model = dataset["model"]
+    started = client.start_training(model, {"max_epochs": int(params.get("epochs", 20)),
+                                            "val_split": 0.0, "multi_gpu": False})
+    log.info("MONAI Label training started: %s", started)
+    status = client.wait_training(started.get("id"), timeout=float(params.get("train_timeout_s", 7200)),
+                                  progress=lambda s: log.info("MONAI Label training: %s", s.get("status")))
+    out = _work(params, model, dataset["digest"], _safe(run_id))
+    client.download_model(model, out / "model.pt")
+    return {"weights": str(out / "model.pt"), "backend": "monailabel", "status": status.get("status")}
+
+
+def sagemaker_config(dataset: dict[str, Any], params: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The ``CreateTrainingJob`` request: the site's ``_training`` prefix as the ``training`` channel."""
+    if "s3_uri" not in dataset:
+        raise AirflowException("the sagemaker backend needs an s3:// destination")
+    name = f"spine-{dataset['model'].replace('_', '-')}-{dataset['digest'][:8]}-{int(time.time())}"
+    return {
+        "TrainingJobName": name[:63],
+        "AlgorithmSpecification": {"TrainingImage": params["sagemaker_image_uri"],
+                                   "TrainingInputMode": "File"},
+        "RoleArn": params["sagemaker_role_arn"],
+        "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": dataset["s3_uri"],
+            "S3DataDistributionType": "FullyReplicated"}}}],
+        "OutputDataConfig": {"S3OutputPath": dataset["output_uri"]},
+        "ResourceConfig": {"InstanceType": params.get("sagemaker_instance_type") or "ml.g5.xlarge",
+                           "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": int(params.get("train_timeout_s", 7200))},
+        "HyperParameters": {"epochs": str(int(params.get("epochs", 20))), "model": dataset["model"]},
+        "Tags": [{"Key": "static-dicomweb:run", "Value": run_id[:256]}],
+    }
+
+
+def collect_sagemaker(job: dict[str, Any], dataset: dict[str, Any], params: dict[str, Any],
+                      run_id: str) -> dict[str, Any]:
+    """Fetch ``model.tar.gz`` of a finished training job and unpack its ``model.pt``."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    uri = job["Training"]["ModelArtifacts"]["S3ModelArtifacts"]
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    hook = S3Hook(aws_conn_id=params.get("aws_conn_id"))
+    deadline = time.monotonic() + float(params.get("artifact_timeout_s", 0))
+    while not hook.check_for_key(key, bucket_name=bucket):
+        if time.monotonic() > deadline:
+            raise AirflowException(f"{uri}: the training job wrote no model artifact")
+        time.sleep(2)
+    out = _work(params, dataset["model"], dataset["digest"], _safe(run_id))
+    archive = Path(hook.download_file(key, bucket_name=bucket, local_path=str(out),
+                                      preserve_file_name=True, use_autogenerated_subdir=False))
+    with tarfile.open(archive) as tar:
+        member = tar.getmember("model.pt")
+        tar.extract(member, out, filter="data")
+    return {"weights": str(out / "model.pt"), "backend": "sagemaker",
+            "job": job["Training"]["TrainingJobName"]}
+
+
+def evaluate(candidate: dict[str, Any], dataset: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Held-out Dice of the candidate and of the current model, on the same cases."""
+    model = dataset["model"]
+    new = _trainer(params, "spine_model.evaluate", "--data", dataset["folder"],
+                   "--weights", candidate["weights"], "--model", model)
+    current_path = Path(candidate["weights"]).with_name("current.pt")
+    record = registry.fetch_weights(_store(params), model, current_path)
+    old = (_trainer(params, "spine_model.evaluate", "--data", dataset["folder"],
+                    "--weights", str(current_path), "--model", model) if record else {"dice": None})
+    better = registry.should_publish(new["dice"], old["dice"],
+                                     min_improvement=float(params.get("min_improvement", 0.0)))
+    log.info("held-out Dice: candidate %s, current %s (%s): %s", new["dice"], old["dice"],
+             record and record["sha256"][:12], "publish" if better else "keep the current model")
+    return {**candidate, "dice": new["dice"], "per_case": new["per_case"], "current_dice": old["dice"],
+            "current_sha256": record and record["sha256"], "better": better}
+
+
+def publish(evaluation: dict[str, Any], manifest_json: dict[str, Any], params: dict[str, Any],
+            run_id: str) -> dict[str, Any]:
+    """Store the weights as the current model (only when they beat it); the Asset event's extra."""
+    if not evaluation["better"]:
+        raise AirflowSkipException(f"held-out Dice {evaluation['dice']} does not beat the current "
+                                   f"model's {evaluation['current_dice']}: not published")
+    manifest = TrainingManifest.from_json(manifest_json)
+    record = registry.publish(
+        _store(params), manifest.model, Path(evaluation["weights"]), dice=evaluation["dice"],
+        previous_dice=evaluation["current_dice"], backend=evaluation["backend"], run_id=run_id,
+        manifest_digest=manifest.digest, seg_series=sorted(c.seg_series for c in manifest.cases),
+        train_series=sorted(c.series for c in manifest.train),
+        heldout_series=sorted(c.series for c in manifest.heldout))
+    report_lineage(publish, [Path(evaluation["weights"]).resolve().as_uri()],
+                   f"{site_uri(params['destination'])}/{record['key']}")
+    return record
+
+
+def _safe(run_id: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in run_id)
+
+
+# --- monailabel_refresh -----------------------------------------------------------------------
+def expected_images(store: Store, query: dict[str, list[str]]) -> int:
+    """How many series MONAI Label should list: the rows of the site's answer to its search."""
+    try:
+        return len(decode(store.get(routing.route("series", query))))
+    except KeyNotFoundError:
+        return 0
+
+
+def refresh_datastore(params: dict[str, Any]) -> dict[str, Any]:
+    """``POST /reload``, then check that the datastore lists every series the site answers."""
+    client = MonaiLabelHook(params.get("monailabel_conn_id") or "monailabel_default").get_conn()
+    query = {k: [str(v)] for k, v in (params.get("search_filter") or {"Modality": "CT"}).items()}
+    expected = expected_images(_store(params), query)
+    before = client.image_count()
+    client.reload()
+    deadline = time.monotonic() + float(params.get("check_timeout_s", 120))
+    while (count := client.image_count()) != expected:
+        if time.monotonic() > deadline:
+            raise AirflowException(f"MONAI Label lists {count} images after /reload; the site answers "
+                                   f"{expected} series for {query}")
+        time.sleep(3)
+    log.info("MONAI Label datastore: %d images before, %d after /reload (site: %d)", before, count, expected)
+    return {"before": before, "after": count, "expected": expected}
+
+
+def refresh_model(params: dict[str, Any]) -> dict[str, Any]:
+    """Upload the published weights if MONAI Label serves others; check the checksum it reports."""
+    model = params.get("model") or "spine_cpu"
+    store = _store(params)
+    weights = _work(params, model, "refresh") / f"{model}.pt"
+    with permanent_errors_fail():
+        record = registry.fetch_weights(store, model, weights)
+    if record is None:
+        raise AirflowSkipException(f"no published weights of {model} yet")
+    want = f"SHA256:{record['sha256']}"
+    client = MonaiLabelHook(params.get("monailabel_conn_id") or "monailabel_default").get_conn()
+    served = client.model_info(model)
+    if served and served.checksum == want:
+        log.info("MONAI Label already serves %s %s", model, want)
+        return {"model": model, "checksum": want, "uploaded": False}
+    uploaded = client.upload_model(model, weights)
+    served = client.model_info(model)
+    if uploaded.checksum != want or served is None or served.checksum != want:
+        raise PermanentError(f"MONAI Label serves {served and served.checksum} for {model} after "
+                             f"uploading {want}")
+    log.info("MONAI Label now serves %s %s (was %s)", model, want, served.checksum)
+    return {"model": model, "checksum": want, "uploaded": True, "dice": record.get("dice")}
+
+
+# --- spine_labels_import ----------------------------------------------------------------------
+def import_labels(params: dict[str, Any]) -> dict[str, Any]:
+    """Import the TotalSegmentator SEGs of the requested CT series (vertebrae → the model's labels)."""
+    from static_dicomweb.spine.totalseg import import_totalseg
+
+    uids = list(params.get("series_uids") or [])
+    if not uids:
+        raise PermanentError("series_uids is empty: name the NLST CT series to label")
+    with permanent_errors_fail():
+        summary = import_totalseg(uids, _store(params), params.get("download_dir") or "/tmp/totalseg",
+                                  model=params.get("model") or "spine_cpu",
+                                  profile=params.get("profile") or "default")
+    log.info("imported %d SEG(s); skipped %s", len(summary["imported"]), summary["skipped"])
+    return dict(summary)
+
+
+def aggregate_labels(summary: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """Index the imported SEGs; the ``spine_labels`` event's extra (names the site)."""
+    from static_dicomweb import pipeline
+
+    with permanent_errors_fail():
+        done = pipeline.aggregate_batches([summary], _store(params),  # type: ignore[list-item]
+                                          params.get("profile") or "default")
+    return {**done, "destination": params["destination"], "imported": len(summary["imported"]),
+            "skipped": summary["skipped"]}
