@@ -35,6 +35,10 @@ def timed(prepare: Callable[[], object], action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def _span(times: list[float]) -> str:
+    return f"{min(times):.3f}-{max(times):.3f} s"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--slices", type=int, default=200)
@@ -105,16 +109,24 @@ def main() -> int:
     floor, naive = min(floors), min(naives)
     results = {"instances": len(files), "input_bytes": size, "floor_cp3_s": round(floor, 4),
                "naive_pydicom_s": round(naive, 4), "naive_ratio": round(naive / floor, 2),
-               "profile": args.profile, "runs": args.runs, "convert": {}}
-    print(f"input: {len(files)} instances, {size / 1e6:.1f} MB; floor (cp -r x3): {floor:.3f} s")
+               "profile": args.profile, "runs": args.runs, "convert": {},
+               "rounds": {"floor_cp3_s": [round(t, 4) for t in floors],
+                          "naive_pydicom_s": [round(t, 4) for t in naives]}}
+    print(f"input: {len(files)} instances, {size / 1e6:.1f} MB; floor (cp -r x3): {floor:.3f} s "
+          f"(rounds {_span(floors)})")
     print(f"naive pydicom loop (pixels + Part 10 only): {naive:.3f} s = {naive / floor:.2f}x floor")
     for workers in args.workers:
         seconds = min(converts[workers])
         ratio = seconds / floor
+        # each round's convert over the same round's floor: how far the best-of ratio can be trusted
+        per_round = [c / f for c, f in zip(converts[workers], floors, strict=True)]
         results["convert"][str(workers)] = {"seconds": round(seconds, 4), "ratio": round(ratio, 2),
-                                            "instances_per_s": round(len(files) / seconds, 1)}
+                                            "instances_per_s": round(len(files) / seconds, 1),
+                                            "round_ratios": [round(r, 2) for r in per_round]}
+        results["rounds"][f"convert_{workers}_s"] = [round(t, 4) for t in converts[workers]]
         print(f"convert --workers {workers}: {seconds:.3f} s = {ratio:.2f}x floor, "
-              f"{len(files) / seconds:.0f} instances/s")
+              f"{len(files) / seconds:.0f} instances/s (rounds {_span(converts[workers])}; "
+              f"per-round ratio {min(per_round):.2f}-{max(per_round):.2f}x)")
     stored = sum(p.stat().st_size for p in site.rglob("*.body"))
     results["site_bytes"] = stored
     print(f"site: {stored / 1e6:.1f} MB = {stored / size:.2f}x input")

@@ -16,7 +16,7 @@ from pydicom.encaps import encapsulate
 from static_dicomweb import keys
 from static_dicomweb.convert import convert
 from static_dicomweb.dicomjson import decode
-from static_dicomweb.store import BODY, LocalStore
+from static_dicomweb.store import BODY, MAPPING_FILE, LocalStore
 from static_dicomweb.validate import validate
 
 from .conftest import sample_files
@@ -127,7 +127,10 @@ def test_rerun_is_byte_identical(sample_dir: Path, site_dir: Path, tmp_path: Pat
     convert([sample_dir], LocalStore(again))
     first = tree_digest(site_dir)
     assert tree_digest(again) == first
-    frames = {p: p.stat().st_mtime_ns for p in again.rglob(f"frames/*{BODY}")}
+    store = LocalStore(again)
+    frames = {store.path(k): store.path(k).stat().st_mtime_ns for k in store.walk()
+              if "/frames/" in k}
+    assert frames
     convert([sample_dir], LocalStore(again))  # and once more onto itself
     assert tree_digest(again) == first
     # complete instances (same bytes, same profile) are not written again
@@ -156,16 +159,17 @@ def test_adding_a_series_touches_only_its_study_and_roots(sample_dir: Path, site
     new, rest = dirs[-1], dirs[:-1]
     site = tmp_path / "site"
     convert(rest, LocalStore(site))
-    mtimes = {p: p.stat().st_mtime_ns for p in site.rglob(f"*{BODY}")}
+    store = LocalStore(site)
+    mtimes = {k: store.path(k).stat().st_mtime_ns for k in store.walk()}
     new_ds = pydicom.dcmread(next(new.glob("*.dcm")), stop_before_pixels=True)
     convert([new], LocalStore(site))
-    changed = {str(p.relative_to(site))[: -len(BODY)] for p, t in mtimes.items()
-               if not p.exists() or p.stat().st_mtime_ns != t}
+    changed = {k for k, t in mtimes.items()
+               if not store.path(k).exists() or store.path(k).stat().st_mtime_ns != t}
     study = f"studies/{new_ds.StudyInstanceUID}"
     allowed = {"studies", "series", f"{study}/series", f"{study}/instances", f"{study}/metadata",
                f"{study}/thumbnail", keys.manifest().key, keys.conversion_report().key,
                keys.root_record("studies").key, keys.root_record("series").key}
-    others = {p.parent.name for p in mtimes if p.parent.name.startswith("1.")} - {
+    others = {uid for k in mtimes for uid in k.split("/")[:-1] if uid.startswith("1.")} - {
         new_ds.StudyInstanceUID, new_ds.SeriesInstanceUID}
     extra = changed - allowed
     # query answers: only the new study's, its patient's and modality's, and the root pages
@@ -232,3 +236,45 @@ def test_no_write_outside_dest_with_hostile_uid(tmp_path: Path) -> None:
     assert not result.written
     assert not (tmp_path / "escape").exists()
     assert sorted(os.listdir(tmp_path)) == ["a", "hostile.dcm"]
+
+
+# -- the local folder's key-to-file mapping ------------------------------------------
+
+def test_an_instance_creates_no_folder(site_dir: Path) -> None:
+    """Mapping 2: an instance's objects are files in its series' ``instances/`` folder."""
+    store = LocalStore(site_dir)
+    assert store.mapping == 2
+    assert (site_dir / MAPPING_FILE).is_file()
+    instance_folders = [p for p in site_dir.rglob("instances") if p.is_dir()]
+    assert instance_folders
+    for folder in instance_folders:
+        assert not [p for p in folder.iterdir() if p.is_dir()], folder
+    key = next(k for k in store.walk() if k.endswith("/frames/1"))
+    *_, sop, _, _ = key.split("/")
+    assert store.path(key).name == f"{sop}+frames+1{BODY}"
+    assert store.path(key).parent == store.path(key.rsplit("/", 2)[0]).parent
+
+
+def test_folder_of_mapping_1_is_converted_into_alike(sample_dir: Path, site_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """A folder written before mapping 2 keeps one folder per segment, and the same site."""
+    old = tmp_path / "old"
+    (old / "studies").mkdir(parents=True)  # what a folder of mapping 1 always holds
+    assert convert([sample_dir], LocalStore(old)).ok
+    store = LocalStore(old)
+    assert store.mapping == 1
+    assert not (old / MAPPING_FILE).exists()
+    key = next(k for k in store.walk() if k.endswith("/frames/1"))
+    assert store.path(key) == old / f"{key}{BODY}"
+    assert tree_digest(old) == tree_digest(site_dir)
+    assert convert([sample_dir], LocalStore(old)).ok  # a rerun reads it back
+    assert tree_digest(old) == tree_digest(site_dir)
+    assert validate(str(old), keep=False).ok
+
+
+def test_file_with_a_decoded_character_set_is_converted(tmp_path: Path) -> None:
+    """A character set that pydicom decoded while reading must not break the attribute cache."""
+    path = get_testdata_file("J2K_pixelrep_mismatch.dcm")
+    assert path is not None
+    result = convert([path], LocalStore(tmp_path / "site"))
+    assert result.ok, result.rejected

@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import io
 import random
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
+from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.filebase import DicomBytesIO
@@ -24,6 +26,7 @@ from static_dicomweb.reader import (
     IMPLICIT_LE,
     SYNTAXES,
     SourceInstance,
+    _read_header,
     read_instance,
     syntax_info,
 )
@@ -471,3 +474,56 @@ def test_media_types_follow_ps3_18() -> None:
     for uid, media_type in expected.items():
         assert SYNTAXES[uid].media_type == media_type, uid
 
+
+
+# -- the header reader for plain files ---------------------------------------------
+
+def test_header_reader_gives_what_pydicom_reads(sample_dir: Path) -> None:
+    """Wherever ``_read_header`` reads a file itself, it gives ``dcmread(stop_before_pixels)``.
+
+    The same elements (undecoded: VR, length, value, offset), file meta, encodings and the
+    offset where reading stopped; over every pydicom test file and the sample's series.
+    """
+    paths = [Path(p) for p in get_testdata_files() if Path(p).is_file()]
+    paths += sorted(sample_dir.rglob("*.dcm"))
+    read = []
+    for path in paths:
+        raw = path.read_bytes()
+        if raw[128:132] != b"DICM":
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = _read_header(raw)
+            if got is None:
+                continue
+            fp = io.BytesIO(raw)
+            ref = pydicom.dcmread(fp, stop_before_pixels=True)
+        ds, stopped = got
+        assert stopped == fp.tell(), path
+        assert list(ds.keys()) == list(ref.keys()), path
+        for tag in ref.keys():  # noqa: SIM118 (iterating a Dataset decodes its elements)
+            mine, theirs = ds.get_item(tag), ref.get_item(tag)
+            assert type(mine) is type(theirs), (path, tag)
+            if isinstance(theirs, RawDataElement):
+                assert tuple(mine) == tuple(theirs), (path, tag)
+            else:
+                assert (mine.VR, mine.value) == (theirs.VR, theirs.value), (path, tag)
+        assert ds.original_encoding == ref.original_encoding, path
+        assert ds.original_character_set == ref.original_character_set, path
+        assert ds._character_set == ref._character_set, path
+        assert ds.preamble == ref.preamble, path
+        assert list(ds.file_meta.keys()) == list(ref.file_meta.keys()), path
+        for tag in ref.file_meta.keys():  # noqa: SIM118
+            assert ds.file_meta[tag].value == ref.file_meta[tag].value, (path, tag)
+        read.append(path)
+    assert len(read) > 80
+    assert {EXPLICIT_LE, IMPLICIT_LE} <= {
+        str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in read}
+
+
+def test_header_reader_leaves_unusual_files_to_pydicom() -> None:
+    for name in ("MR_small_bigendian.dcm", "image_dfl.dcm", "emri_small_jpeg_2k_lossless.dcm"):
+        assert _read_header(data_file(name).read_bytes()) is None, name
+    raw = data_file("CT_small.dcm").read_bytes()
+    assert _read_header(raw) is not None
+    assert _read_header(raw[:1000]) is None  # cut short: pydicom decides what that is

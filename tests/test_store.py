@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import pickle
@@ -13,7 +14,7 @@ import pytest
 from static_dicomweb import keys
 from static_dicomweb.errors import KeyNotFoundError, StoreError
 from static_dicomweb.keys import ObjectSpec
-from static_dicomweb.store import LocalStore, Slice, open_store
+from static_dicomweb.store import MAPPING_FILE, LocalStore, Slice, open_store
 
 FORK = multiprocessing.get_context("fork")
 
@@ -117,7 +118,7 @@ def test_no_temporary_files_left(store: LocalStore) -> None:
     store.put(spec("a/b"), [b"1"])
     store.put(spec("a/b"), [b"2"])
     store.put(spec("a/c"), [Slice("a/b")])
-    hidden = [p for p in store.root.rglob(".*") if p.name != ".lock"]
+    hidden = [p for p in store.root.rglob(".*") if p.name not in (".lock", MAPPING_FILE)]
     assert hidden == []
 
 
@@ -312,3 +313,102 @@ def test_open_store(tmp_path: Path) -> None:
     assert (s3.url, type(s3).__name__) == ("s3://bucket/prefix", "S3Store")
     with pytest.raises(StoreError, match="no bucket"):
         open_store("s3:///prefix")
+
+
+# -- the key-to-file mapping -----------------------------------------------------------
+
+def test_keys_deeper_than_six_segments_are_files_in_the_fifth_folder(store: LocalStore) -> None:
+    base = "studies/1/series/2/instances"
+    written = [f"{base}/3", f"{base}/3/metadata", f"{base}/3/frames/1", f"{base}/3/frames/2",
+               f"{base}/3/bulkdata/00091002.0.00100010", f"{base}/4/frames/1"]
+    for key in written:
+        store.put(spec(key), [key.encode()])
+    folder = store.root / base
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "3+bulkdata+00091002.0.00100010.body", "3+frames+1.body", "3+frames+2.body",
+        "3+metadata.body", "3.body", "4+frames+1.body"]
+    assert store.path(f"{base}/3/frames/2") == folder / "3+frames+2.body"
+    assert store.path(f"{base}/3") == folder / "3.body"
+    for key in written:
+        assert store.get(key) == key.encode()
+        assert store.headers(key) == spec(key).headers()
+    assert sorted(store.walk()) == sorted(written)
+    assert sorted(store.walk(f"{base}/3")) == sorted(k for k in written if k.startswith(f"{base}/3/"))
+    assert list(store.walk(f"{base}/3/frames/")) == [f"{base}/3/frames/1", f"{base}/3/frames/2"]
+    assert store.children(f"{base}/") == ["3", "4"]
+    assert store.children(f"{base}/3/") == ["bulkdata", "frames", "metadata"]
+    assert store.children(f"{base}/3/frames") == ["1", "2"]
+    assert store.children(f"{base}/3/frames/1/") == []
+    assert store.children(f"{base}/5/") == []
+    store.delete(f"{base}/3/frames/2")
+    assert store.headers(f"{base}/3/frames/2") is None
+    assert store.children(f"{base}/3/frames/") == ["1"]
+
+
+def test_keys_with_the_join_character_are_refused(store: LocalStore) -> None:
+    for key in ("studies/1/series/2/instances/3+frames+1", "a+b"):
+        with pytest.raises(StoreError, match=r"'\+'"):
+            store.put(spec(key), [b"x"])
+        with pytest.raises(StoreError):
+            store.headers(key)
+    assert not store.root.exists()
+
+
+def test_new_site_records_its_mapping_first(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "site")
+    assert store.mapping == 2
+    assert not (tmp_path / "site").exists()  # reading creates nothing
+    store.put(spec("studies/1/series/2/instances/3/frames/1"), [b"f"])
+    assert json.loads((store.root / MAPPING_FILE).read_bytes()) == {"mapping": 2}
+    assert list(store.walk()) == ["studies/1/series/2/instances/3/frames/1"]
+    assert store.children("") == ["studies"]
+    assert LocalStore(store.root).mapping == 2
+
+
+def test_folder_written_before_the_mapping_file_keeps_mapping_1(tmp_path: Path) -> None:
+    """Such a folder has no mapping file and a ``studies`` (or ``_site``) entry."""
+    root = tmp_path / "old"
+    deep = "studies/1/series/2/instances/3/frames/1"
+    (root / deep).parent.mkdir(parents=True)
+    (root / f"{deep}.body").write_bytes(b"old frame")
+    (root / f"{deep}.head.json").write_text(json.dumps({"Content-Type": "x/y"}))
+    store = LocalStore(root)
+    assert store.mapping == 1
+    assert store.get(deep) == b"old frame"
+    assert store.headers(deep) == {"Content-Type": "x/y"}
+    assert store.children("studies/1/series/2/instances/3/") == ["frames"]
+    store.put(spec("studies/1/series/2/instances/3/metadata"), [b"m"])
+    assert (root / "studies/1/series/2/instances/3/metadata.body").read_bytes() == b"m"
+    assert sorted(store.walk()) == [deep, "studies/1/series/2/instances/3/metadata"]
+    assert not (root / MAPPING_FILE).exists()
+
+
+def test_unknown_mapping_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / MAPPING_FILE).write_text('{"mapping": 3}')
+    with pytest.raises(StoreError, match="mapping 3"):
+        LocalStore(tmp_path / "site").get("studies")
+    (tmp_path / "site" / MAPPING_FILE).write_text("garbage")
+    with pytest.raises(StoreError, match="not a mapping record"):
+        LocalStore(tmp_path / "site").get("studies")
+
+
+def _put_many(root: str, name: str) -> None:
+    store = LocalStore(root)
+    for i in range(30):
+        store.put(spec(f"studies/1/series/2/instances/{name}.{i}/frames/1"), [b"x"])
+
+
+def test_two_writers_of_a_new_site_agree_on_its_mapping(tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    workers = [FORK.Process(target=_put_many, args=(str(root), name)) for name in ("5", "6")]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(20)
+        assert worker.exitcode == 0
+    store = LocalStore(root)
+    assert store.mapping == 2
+    assert len(list(store.walk())) == 60
+    assert store.children("studies/1/series/2/instances/") == sorted(
+        f"{name}.{i}" for name in ("5", "6") for i in range(30))

@@ -23,11 +23,11 @@ from typing import cast
 
 from . import keys, multipart
 from .aggregate import aggregate
-from .dicomjson import JsonDict, dataset_to_json, encode, gzip_bytes
+from .dicomjson import JsonDict, dataset_to_json, encode_attributes, gzip_bytes
 from .errors import ConflictError, RejectedInstanceError
 from .profiles import Profile, get_profile
 from .qido import instance_row
-from .reader import SourceInstance, read_instance
+from .reader import SourceInstance, plain_us, read_instance
 from .store import Store
 from .thumbnail import render
 
@@ -152,7 +152,7 @@ class InstanceWriter:
 
             pixels = decode_frame(meta, inst.frames[0], inst.syntax.frame_syntax, inst.syntax.native)
             store.put(keys.instance_thumbnail(s, se, i), [render(meta, pixels)])
-        text = encode(meta)
+        text = encode_attributes(meta)
         store.put(keys.instance_metadata(s, se, i), [gzip_bytes(b"[" + text + b"]")],
                   meta={"sha256": inst.sha256, "profile": self.profile.name})
         return Written(inst.path, s, se, i, inst.sha256, len(inst.frames), text, instance_row(meta))
@@ -172,7 +172,7 @@ class InstanceWriter:
 
         meta = dataset_to_json(inst.dataset, bulk)
         if inst.pixel_view is not None:  # read without copying, so not in the dataset
-            vr = "OW" if int(inst.dataset.BitsAllocated) > 8 else "OB"
+            vr = "OW" if plain_us(inst.dataset, 0x00280100, "BitsAllocated") > 8 else "OB"
             meta["7FE00010"] = {"vr": vr, "BulkDataURI": bulk("7fe00010", inst.pixel_view)}
         meta["00020010"] = {"vr": "UI", "Value": [inst.syntax.uid]}
         return dict(sorted(meta.items()))

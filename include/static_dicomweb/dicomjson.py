@@ -12,6 +12,7 @@ import gzip
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -138,8 +139,14 @@ def element_to_json(elem: DataElement, ds: Dataset, path: str, bulk: BulkHandler
     return out
 
 
+#: Attribute objects of repeated elements, by (tag, VR, encoded value, byte order, charset).
 _CACHE: dict[tuple[Any, ...], JsonDict] = {}
+#: Their JSON member (``"key":{...}``) once encoded, by ``id`` of the attribute object (which
+#: the entry keeps alive, so the id stays its own).
+_ENCODED: dict[int, tuple[JsonDict, str, bytes]] = {}
 _CACHE_LIMIT = 50_000
+#: Keys that JSON writes as they are (tags are eight hex digits).
+_PLAIN_KEY = re.compile(r"[0-9A-Za-z]*")
 
 
 def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = "",
@@ -155,13 +162,15 @@ def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = 
     out: JsonDict = {}
     charset = ds.get_item(0x00080005) if 0x00080005 in ds else None
     charset_bytes = getattr(charset, "value", None)
+    if not isinstance(charset_bytes, (bytes, str, type(None))):  # decoded: a (multi-)value
+        charset_bytes = tuple(_values(charset_bytes))
     # only top-level elements are cached: items of a sequence inherit their parent's charset
     cacheable = not prefix
-    for tag in sorted(ds.keys()):
-        if tag.element == 0:
+    # the elements as stored (undecoded ones stay so), by tag number (plain ints compare fast)
+    for tag, raw in sorted((int(number), elem) for number, elem in ds.items()):
+        if not tag & 0xFFFF:
             continue
-        raw = cast(DataElement | RawDataElement, ds.get_item(tag))
-        key = tag_key(tag)
+        key = f"{tag:08X}"
         cache_key = None
         if (cacheable and isinstance(raw, RawDataElement) and raw.VR and raw.VR not in BINARY_VRS
                 and raw.VR != "SQ" and " or " not in raw.VR and raw.value is not None):
@@ -174,15 +183,43 @@ def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = 
         if cache_key is not None:
             if len(_CACHE) >= _CACHE_LIMIT:
                 _CACHE.clear()
+                _ENCODED.clear()
             _CACHE[cache_key] = attr
+            _ENCODED[id(attr)] = (attr, "", b"")
         out[key] = attr
     return out
 
 
+#: What ``json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+#: allow_nan=False)`` builds on every call, built once.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True,
+                            allow_nan=False)
+
+
 def encode(obj: Any) -> bytes:
     """Deterministic compact JSON (UTF-8, sorted keys)."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), sort_keys=True,
-                      allow_nan=False).encode("utf-8")
+    return _ENCODER.encode(obj).encode("utf-8")
+
+
+def encode_attributes(attrs: JsonDict) -> bytes:
+    """``encode(attrs)`` for a DICOM JSON object, reusing the JSON of repeated attributes.
+
+    The bytes are exactly those of :func:`encode`; attribute objects that
+    :func:`dataset_to_json` shared between data sets are encoded once.
+    """
+    members = []
+    for key in sorted(attrs):
+        attr = attrs[key]
+        entry = _ENCODED.get(id(attr))
+        if entry is not None and entry[0] is attr and entry[1] == key:
+            members.append(entry[2])
+            continue
+        name = key.encode() if _PLAIN_KEY.fullmatch(key) else encode(key)[1:-1]
+        member = b'"' + name + b'":' + encode(attr)
+        if entry is not None and entry[0] is attr:
+            _ENCODED[id(attr)] = (attr, key, member)
+        members.append(member)
+    return b"{" + b",".join(members) + b"}"
 
 
 def gzip_bytes(data: bytes) -> bytes:

@@ -18,13 +18,16 @@ from typing import cast
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels.decoders.base import get_decoder
-from pydicom.uid import UID
+from pydicom.tag import BaseTag
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
 from .errors import InvalidUIDError, RejectedInstanceError
 from .keys import validate_uid
@@ -126,7 +129,7 @@ class SourceInstance:
             return self.pixel_view
         return self.dataset.PixelData if "PixelData" in self.dataset else None
 
-    @property
+    @cached_property
     def number_of_frames(self) -> int:
         """(0028,0008) NumberOfFrames, 1 when absent; 0 without pixel data."""
         if self.pixel_data is None:
@@ -198,9 +201,15 @@ def _read_instance(path: str | Path, data: bytes | None) -> SourceInstance:
         log.warning("%s: no Part 10 header; serving it re-encoded as Part 10", name)
     _check_complete(ds, name, pixel_view is not None)
     uids = {}
-    for keyword, tag in (("StudyInstanceUID", "(0020,000D)"), ("SeriesInstanceUID", "(0020,000E)"),
-                         ("SOPInstanceUID", "(0008,0018)"), ("SOPClassUID", "(0008,0016)")):
-        value = ds.get(keyword)
+    for keyword, tag, number in (("StudyInstanceUID", "(0020,000D)", 0x0020000D),
+                                 ("SeriesInstanceUID", "(0020,000E)", 0x0020000E),
+                                 ("SOPInstanceUID", "(0008,0018)", 0x00080018),
+                                 ("SOPClassUID", "(0008,0016)", 0x00080016)):
+        # read from the element's bytes where plain; pydicom decodes (and warns) otherwise.  A
+        # file without Part 10 header is re-encoded from its decoded elements below: as before
+        value = _plain_uid(ds, number) if has_header else None
+        if value is None:
+            value = ds.get(keyword)
         if value is None or str(value).strip("\x00 ") == "":
             raise RejectedInstanceError(name, f"lacks {tag} {keyword}")
         try:
@@ -239,9 +248,13 @@ def _parse(raw: bytes, has_header: bool) -> tuple[Dataset, memoryview | None]:
     endian, deflate, encapsulated, elements after the pixel data) is read
     completely by pydicom instead.
     """
-    fp = io.BytesIO(raw)
-    ds = dcmread(fp, force=not has_header, stop_before_pixels=True)
-    pos = fp.tell()
+    header = _read_header(raw) if has_header else None
+    if header is None:
+        fp = io.BytesIO(raw)
+        ds: Dataset = dcmread(fp, force=not has_header, stop_before_pixels=True)
+        pos = fp.tell()
+    else:
+        ds, pos = header
     implicit, little = ds.original_encoding
     if raw[pos:pos + 4] == _PIXEL_TAG and little and not _is_deflated(ds):
         if implicit:
@@ -258,6 +271,106 @@ def _parse(raw: bytes, has_header: bool) -> tuple[Dataset, memoryview | None]:
     full = dcmread(io.BytesIO(raw), force=not has_header)
     full.keys()
     return full, None
+
+
+#: Explicit VRs as written in a file, and those with a 4-byte length.
+_VR_NAMES = {str(vr).encode("ascii"): str(vr) for vr in VR if len(str(vr)) == 2}
+_LONG_VRS = frozenset(str(vr).encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
+_TAG = struct.Struct("<HH")
+_EXPLICIT = struct.Struct("<2sH")
+_LENGTH = struct.Struct("<L")
+_PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
+_ElementMap = dict[BaseTag, RawDataElement | DataElement]
+
+
+def _read_header(raw: bytes) -> tuple[FileDataset, int] | None:
+    """What ``dcmread(stop_before_pixels=True)`` gives for a plain Part 10 file, read faster.
+
+    Plain: little endian (Explicit or Implicit VR Little Endian), every element
+    before the pixel data of defined length with a known VR and whole, no
+    command set, the first element's VR as the transfer syntax says.  The
+    elements are the ones pydicom reads (undecoded, same VR, length, value
+    and offset) and the data set is built as ``pydicom.filereader.read_partial``
+    builds it.  Returns the data set and the offset where reading stopped, or
+    None for anything else, which pydicom then reads itself.
+    """
+    meta = _raw_elements(raw, 132, implicit=False, file_meta=True)
+    if meta is None or not meta[0]:
+        return None
+    elements, pos = meta
+    file_meta = FileMetaDataset(Dataset(elements))
+    file_meta.set_original_encoding(False, True, default_encoding)
+    try:  # pydicom decodes the first element, and rereads group 2 as implicit VR if it cannot
+        file_meta[next(iter(elements))]
+    except NotImplementedError:
+        return None
+    syntax = file_meta.get("TransferSyntaxUID")
+    if syntax == ExplicitVRLittleEndian:
+        implicit = False
+    elif syntax == ImplicitVRLittleEndian:
+        implicit = True
+    else:
+        return None
+    if pos + 6 > len(raw) or _TAG.unpack_from(raw, pos)[0] == 0:  # nothing, or a command set
+        return None
+    b0, b1 = raw[pos + 4], raw[pos + 5]
+    if (not (0x40 < b0 < 0x5B and 0x40 < b1 < 0x5B)) != implicit:  # pydicom would switch VR
+        return None
+    body = _raw_elements(raw, pos, implicit=implicit, file_meta=False)
+    if body is None:
+        return None
+    elements, pos = body
+    dataset = Dataset(elements, parent_encoding=default_encoding)
+    charset = elements.get(BaseTag(0x00080005))
+    encoding: str | list[str] = default_encoding
+    if charset is not None:
+        encoding = convert_encodings(convert_raw_data_element(
+            cast(RawDataElement, charset)).value)
+    dataset.set_original_encoding(implicit, True, encoding)
+    ds = FileDataset(io.BytesIO(raw), dataset, raw[:128], file_meta, implicit, True)
+    ds.set_original_encoding(implicit, True, dataset._character_set)
+    return ds, pos
+
+
+def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
+                  file_meta: bool) -> tuple[_ElementMap, int] | None:
+    """Undecoded elements from ``pos`` to the end of group 2 (``file_meta``) or the pixel data.
+
+    None when an element is not plain (see :func:`_read_header`).
+    """
+    elements: _ElementMap = {}
+    end = len(raw)
+    tag_at, explicit_at, length_at = _TAG.unpack_from, _EXPLICIT.unpack_from, _LENGTH.unpack_from
+    names, long_vrs, new = _VR_NAMES, _LONG_VRS, tuple.__new__
+    vr: str | None = None
+    while pos < end:
+        if pos + 12 > end:  # too short for an element header with a 4-byte length: pydicom reads it
+            return None
+        group, number = tag_at(raw, pos)
+        tag = group << 16 | number
+        if (group != 2) if file_meta else (tag in _PIXEL_TAGS):
+            break
+        if implicit:
+            length = length_at(raw, pos + 4)[0]
+            start = pos + 8
+        else:
+            code, length = explicit_at(raw, pos + 4)
+            vr = names.get(code)
+            if vr is None:
+                return None
+            start = pos + 8
+            if code in long_vrs:
+                length = length_at(raw, start)[0]
+                start += 4
+        if length == 0xFFFFFFFF or start + length > end or group == 0xFFFE:
+            return None
+        base = BaseTag(tag)
+        value = raw[start:start + length] if length else empty_value_for_VR(vr, raw=True)
+        # RawDataElement(base, vr, length, value, start, implicit, True), without keyword handling
+        elements[base] = new(RawDataElement, (base, vr, length, value, start, implicit, True, True,
+                                              False))
+        pos = start + length
+    return elements, pos
 
 
 def _check_complete(ds: Dataset, name: str, has_pixel_view: bool) -> None:
@@ -316,9 +429,12 @@ def _as_part10(ds: Dataset, syntax: str) -> bytes:
 def _native_frames(inst: SourceInstance) -> list[bytes | memoryview]:
     ds = inst.dataset
     try:
-        rows, cols = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.BitsAllocated)
-        spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        rows, cols = plain_us(ds, 0x00280010, "Rows"), plain_us(ds, 0x00280011, "Columns")
+        bits = plain_us(ds, 0x00280100, "BitsAllocated")
+        spp = _plain_us(ds, 0x00280002)
+        if spp is None:
+            spp = int(ds.get("SamplesPerPixel", 1) or 1)
+        spp = spp or 1
     except (AttributeError, TypeError, ValueError) as exc:
         raise RejectedInstanceError(inst.path, f"pixel description incomplete: {exc}") from exc
     count = inst.number_of_frames
@@ -342,6 +458,44 @@ def _native_frames(inst: SourceInstance) -> list[bytes | memoryview]:
         data = np.frombuffer(data, dtype, pixels * count).astype(dtype.newbyteorder("<")).tobytes()
     view = memoryview(data)
     return [view[i * size:(i + 1) * size] for i in range(count)]
+
+
+def _plain_value(ds: Dataset, tag: int, vr: str) -> bytes | None:
+    """The value bytes of a little-endian element that pydicom has not decoded, else None."""
+    elem = cast(DataElement | RawDataElement | None, ds.get_item(tag))
+    if (isinstance(elem, RawDataElement) and elem.is_little_endian and elem.VR in (vr, None)
+            and isinstance(elem.value, bytes)):
+        return elem.value
+    return None
+
+
+def _plain_uid(ds: Dataset, tag: int) -> str | None:
+    """A single-valued ASCII UI element as text (what pydicom decodes it to), else None."""
+    value = _plain_value(ds, tag, "UI")
+    if value is None or not value.isascii() or b"\\" in value:
+        return None
+    return value.decode("ascii").rstrip("\x00 ")
+
+
+def _plain_us(ds: Dataset, tag: int) -> int | None:
+    """A single US value, else None."""
+    value = _plain_value(ds, tag, "US")
+    if value is None or len(value) != 2:
+        return None
+    return int.from_bytes(value, "little")
+
+
+def plain_us(ds: Dataset, tag: int, keyword: str) -> int:
+    """A US attribute as an int, read from its bytes when plain, else decoded by pydicom.
+
+    Raises
+    ------
+    AttributeError, TypeError, ValueError
+        As ``int(ds.<keyword>)`` does: absent, multi-valued or empty.
+
+    """
+    value = _plain_us(ds, tag)
+    return int(getattr(ds, keyword)) if value is None else value
 
 
 def _truncated(inst: SourceInstance, needed: int, found: int) -> RejectedInstanceError:

@@ -1,20 +1,33 @@
 """Where a site's objects live: a small protocol and the local-folder store.
 
-The local store maps each key ``K`` to the file ``R/K.body`` under the root
-``R``: the object's bytes exactly as S3 would hold them, gzip included.  Its
-headers (Content-Type, Content-Encoding, Cache-Control and ``x-amz-meta-*``
+The local store keeps each key ``K`` in one file under the root ``R`` that
+holds the object's bytes exactly as S3 would, gzip included; the file's name
+ends in ``.body``.  Under mapping 2 (every folder this version creates), the
+first five segments of a key at most are folders and the remaining segments
+are the file name, joined by ``+``: ``studies/S/series/SE/instances/I`` is
+``R/studies/S/series/SE/instances/I.body`` and its frame ``.../I/frames/1``
+is ``R/studies/S/series/SE/instances/I+frames+1.body``, in the same folder,
+so writing an instance creates no folder.  Mapping 1 (folders written before
+mapping 2 existed) made every segment but the last a folder; such a folder
+keeps it, for reading and writing.  The hidden file ``R/.static-dicomweb-store``
+names the mapping (absent: mapping 1 when ``R`` holds ``studies`` or
+``_site``; otherwise a new site, mapping 2, and the file is written with the
+first object).
+
+The headers (Content-Type, Content-Encoding, Cache-Control and ``x-amz-meta-*``
 user metadata) are kept beside the bytes, in the file's extended attribute
 ``user.static_dicomweb.headers`` (JSON), or, on a file system without user
-extended attributes, in the sidecar file ``R/K.head.json``.  Keys never
-contain ``.body`` (UIDs are digits and dots, the other segments are letters),
-so ``studies/S/series/SE`` (a file) and ``studies/S/series/SE/...`` (a
-folder) live side by side.  ``serve`` maps request paths back by the same
-rule.  Writes are atomic: a temporary file gets the bytes and the headers,
-then is renamed into place, so a body that exists is complete.
+extended attributes, in the sidecar file whose name ends in ``.head.json``
+instead of ``.body``.  Keys never contain ``.body`` or ``+`` (UIDs are digits
+and dots, the other segments are letters), so ``studies/S/series/SE`` (a
+file) and ``studies/S/series/SE/...`` (a folder) live side by side and every
+file names one key.  ``serve`` maps request paths back by the same rule.
+Writes are atomic: a temporary file gets the bytes and the headers, then is
+renamed into place, so a body that exists is complete.
 
 Copy a local site with ``cp -a`` or ``rsync -aX`` (which keep extended
-attributes); ``aws s3 sync`` does not carry them: use ``static-dicomweb``'s
-own upload (pipeline issue) for S3.
+attributes and the hidden mapping file); ``aws s3 sync`` does not carry them:
+use ``static-dicomweb``'s own upload (pipeline issue) for S3.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import itertools
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +53,16 @@ log = logging.getLogger(__name__)
 BODY = ".body"
 HEAD = ".head.json"
 XATTR = "user.static_dicomweb.headers"
+#: The hidden file at the root of a local site that names its key-to-file mapping.
+MAPPING_FILE = ".static-dicomweb-store"
+#: The mapping new folders get: at most this many key segments are folders ...
+FOLDERS = 5
+#: ... and the segments after them are joined into the file name with this.
+JOIN = "+"
+#: ``json.dumps(headers, sort_keys=True)``, with the encoder built once.
+_HEADERS_JSON = json.JSONEncoder(sort_keys=True)
+#: Top-level names a site of mapping 1 always holds (an object under ``studies/`` or ``_site/``).
+_SITE_NAMES = ("studies", "_site")
 
 
 @dataclass(frozen=True)
@@ -92,111 +116,200 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).resolve()
         self.url = str(self.root)
-        self._made: set[Path] = set()
+        self._made: set[str] = set()
         self._tmp = itertools.count()
         self._xattr = True
+        #: 1 or 2 once known; 0 while R holds no site yet (mapping 2, the file not yet written)
+        self._mapping: int | None = None
 
     def __reduce__(self) -> tuple[type[LocalStore], tuple[str]]:
         return (LocalStore, (str(self.root),))
 
+    # -- the key-to-file mapping ---------------------------------------------
+
+    @property
+    def mapping(self) -> int:
+        """The key-to-file mapping of this folder: 2, or 1 for a folder written before it."""
+        return self._known_mapping() or 2
+
+    def _known_mapping(self) -> int:
+        if self._mapping is None or self._mapping == 0:
+            self._mapping = self._read_mapping()
+        return self._mapping
+
+    def _read_mapping(self) -> int:
+        record = self._mapping_record()
+        if record is None:
+            if not any(os.path.lexists(f"{self.url}/{name}") for name in _SITE_NAMES):
+                return 0
+            # a writer of a new site records its mapping before its first object: look again
+            record = self._mapping_record()
+        return 1 if record is None else record
+
+    def _mapping_record(self) -> int | None:
+        try:
+            with open(f"{self.url}/{MAPPING_FILE}", "rb") as fh:
+                text = fh.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            mapping = int(json.loads(text)["mapping"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{self.url}/{MAPPING_FILE}: not a mapping record: {text[:80]!r}") from exc
+        if mapping not in (1, 2):
+            raise StoreError(f"{self.url}: key-to-file mapping {mapping} is not known to this "
+                             "version of static-dicomweb (it knows 1 and 2)")
+        return mapping
+
+    def _writable_mapping(self) -> int:
+        """The mapping for a write; a new site gets mapping 2 and its record first."""
+        mapping = self._known_mapping()
+        if mapping == 0:
+            self._mkdir(self.url)
+            record = f"{self.url}/{MAPPING_FILE}"
+            tmp = self._tmp_name(record)
+            with open(tmp, "wb") as fh:
+                fh.write(json.dumps({"mapping": 2}).encode() + b"\n")
+            os.replace(tmp, record)
+            mapping = self._mapping = 2
+        return mapping
+
+    def _file(self, key: str, suffix: str, mapping: int) -> str:
+        """The file of ``key`` (``suffix``: body or sidecar) under ``mapping``."""
+        _check_key(key)
+        return self._mapped(key, suffix, mapping)
+
+    def _mapped(self, key: str, suffix: str, mapping: int) -> str:
+        if mapping != 1 and key.count("/") > FOLDERS:
+            parts = key.split("/")
+            key = "/".join(parts[:FOLDERS]) + "/" + JOIN.join(parts[FOLDERS:])
+        return f"{self.url}/{key}{suffix}"
+
     def path(self, key: str) -> Path:
         """The body file of ``key``; refuses keys that would leave the root."""
-        _check_key(key)
-        return self.root / (key + BODY)
+        return Path(self._file(key, BODY, self.mapping))
 
-    def _head_path(self, key: str) -> Path:
-        return self.root / (key + HEAD)
+    def _tmp_name(self, target: str) -> str:
+        folder, _, name = target.rpartition("/")
+        return f"{folder}/.{name}.{os.getpid()}.{next(self._tmp)}.tmp"
 
-    def _tmp_name(self, target: Path) -> Path:
-        return target.with_name(f".{target.name}.{os.getpid()}.{next(self._tmp)}.tmp")
-
-    def _mkdir(self, folder: Path) -> None:
+    def _mkdir(self, folder: str) -> None:
         """Create ``folder`` and its parents, one ``mkdir`` each, remembering what exists."""
         if folder in self._made:
             return
-        if folder == self.root:
-            folder.mkdir(parents=True, exist_ok=True)
+        if folder == self.url:
+            Path(folder).mkdir(parents=True, exist_ok=True)
         else:
-            if folder.parent not in self._made:
-                self._mkdir(folder.parent)
+            parent = folder.rpartition("/")[0]
+            if parent not in self._made:
+                self._mkdir(parent)
             with contextlib.suppress(FileExistsError):
                 os.mkdir(folder)
         self._made.add(folder)
 
-    def _write(self, target: Path, pieces: Sequence[Piece], headers: bytes) -> Path:
-        self._mkdir(target.parent)
+    # -- writing -------------------------------------------------------------
+
+    def _write(self, target: str, pieces: Sequence[Piece], headers: bytes) -> str:
+        self._mkdir(target.rpartition("/")[0])
         tmp = self._tmp_name(target)
-        with open(tmp, "wb", buffering=0) as out:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            buffers: list[bytes | memoryview] = []
             for piece in pieces:
                 if isinstance(piece, (bytes, memoryview)):
-                    _write_all(out.fileno(), piece)
-                elif isinstance(piece, Slice):
-                    self._copy_slice(out.fileno(), piece)
+                    if piece:
+                        buffers.append(piece)
+                    continue
+                _write_all(fd, buffers)
+                buffers = []
+                if isinstance(piece, Slice):
+                    self._copy_slice(fd, piece)
                 else:
                     with open(piece, "rb") as src:
-                        _copy_range(src.fileno(), out.fileno(), 0, os.fstat(src.fileno()).st_size)
+                        _copy_range(src.fileno(), fd, 0, os.fstat(src.fileno()).st_size)
+            _write_all(fd, buffers)
             if self._xattr:
                 try:
-                    os.setxattr(out.fileno(), XATTR, headers)
+                    os.setxattr(fd, XATTR, headers)
                 except OSError as exc:
                     if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
                         raise
                     log.info("%s: no user extended attributes; headers go to .head.json files",
                              self.root)
                     self._xattr = False
-            if not self._xattr:
-                head = target.with_name(target.name[: -len(BODY)] + HEAD)
-                head_tmp = self._tmp_name(head)
-                head_tmp.write_bytes(headers)
-                os.replace(head_tmp, head)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                Path(tmp).unlink()
+            raise
+        os.close(fd)
+        if not self._xattr:
+            head = target[: -len(BODY)] + HEAD
+            head_tmp = self._tmp_name(head)
+            with open(head_tmp, "wb") as fh:
+                fh.write(headers)
+            os.replace(head_tmp, head)
         return tmp
 
     def _copy_slice(self, out_fd: int, piece: Slice) -> None:
-        path = self.path(piece.key)
+        path = self._file(piece.key, BODY, self.mapping)
         try:
-            with open(path, "rb") as src:
-                size = os.fstat(src.fileno()).st_size
-                _copy_range(src.fileno(), out_fd, piece.start, size - piece.trim_end - piece.start)
-        except FileNotFoundError as exc:
+            src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise KeyNotFoundError(f"{piece.key}: not in {self.url}") from exc
+        try:
+            size = os.fstat(src).st_size
+            _copy_range(src, out_fd, piece.start, size - piece.trim_end - piece.start)
+        finally:
+            os.close(src)
 
     def put(self, spec: ObjectSpec, pieces: Sequence[Piece],
             meta: dict[str, str] | None = None) -> None:
         """Write ``spec.key`` from ``pieces``: bytes and headers to a temporary file, then rename."""
-        target = self.path(spec.key)
+        _check_key(spec.key)  # before anything is written, the mapping record included
+        target = self._mapped(spec.key, BODY, self._writable_mapping())
         headers = spec.headers()
         for name, value in (meta or {}).items():
             headers[f"x-amz-meta-{name}"] = value
-        encoded = json.dumps(headers, sort_keys=True).encode()
+        encoded = _HEADERS_JSON.encode(headers).encode()
         os.replace(self._write(target, pieces, encoded), target)
+
+    # -- reading -------------------------------------------------------------
 
     def get(self, key: str) -> bytes:
         """The stored body of ``key``."""
         try:
-            return self.path(key).read_bytes()
+            with open(self._file(key, BODY, self.mapping), "rb") as fh:
+                return fh.read()
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise KeyNotFoundError(f"{key}: not in {self.url}") from exc
 
     def headers(self, key: str) -> dict[str, str] | None:
         """The headers of ``key`` or None when its body does not exist."""
-        path = self.path(key)
+        mapping = self.mapping
+        path = self._file(key, BODY, mapping)
         try:
             return dict(json.loads(os.getxattr(path, XATTR)))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError:
             pass
         try:
-            return dict(json.loads(self._head_path(key).read_bytes()))
-        except FileNotFoundError:
+            with open(self._file(key, HEAD, mapping), "rb") as fh:
+                return dict(json.loads(fh.read()))
+        except (FileNotFoundError, NotADirectoryError):
             return None
 
     def children(self, prefix: str) -> list[str]:
         """Immediate children of a key prefix: object names and folder names."""
         _check_key(prefix, prefix=True)
-        folder = self.root / prefix.rstrip("/") if prefix else self.root
+        parts = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+        lead = ""
+        if self.mapping != 1 and len(parts) > FOLDERS:  # names in the folder of the first five
+            lead = JOIN.join(parts[FOLDERS:]) + JOIN
+            parts = parts[:FOLDERS]
         try:
-            names = os.listdir(folder)
+            names = os.listdir("/".join([self.url, *parts]))
         except (FileNotFoundError, NotADirectoryError):
             return []
         out = set()
@@ -204,34 +317,50 @@ class LocalStore:
             if name.startswith("."):
                 continue
             if name.endswith(BODY):
-                out.add(name[: -len(BODY)])
-            elif not name.endswith(HEAD):
+                stem = name[: -len(BODY)]
+            elif name.endswith(HEAD) or lead:  # a sidecar, or a folder where only files are
+                continue
+            else:
                 out.add(name)
+                continue
+            if stem.startswith(lead):
+                child = stem[len(lead):].split(JOIN, 1)[0]
+                if child:
+                    out.add(child)
         return sorted(out)
 
     def delete(self, key: str) -> None:
         """Remove the object and its sidecar, if any."""
-        for path in (self.path(key), self._head_path(key)):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        mapping = self.mapping
+        for suffix in (BODY, HEAD):
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                Path(self._file(key, suffix, mapping)).unlink()
 
     def walk(self, prefix: str = "") -> Iterator[str]:
         """Every key under ``prefix`` (walks the folder)."""
         _check_key(prefix, prefix=True)
-        base = self.root / prefix if prefix else self.root
+        parts = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+        under = "/".join(parts) + "/" if parts else ""
+        if self.mapping != 1:
+            parts = parts[:FOLDERS]
+        base = "/".join([self.url, *parts])
         for folder, dirs, files in os.walk(base):
             dirs.sort()
+            rel = os.path.relpath(folder, self.url).replace(os.sep, "/")
+            lead = "" if rel == "." else rel + "/"
             for name in sorted(files):
                 if name.endswith(BODY) and not name.startswith("."):
-                    full = Path(folder, name[: -len(BODY)])
-                    yield full.relative_to(self.root).as_posix()
+                    key = lead + name[: -len(BODY)].replace(JOIN, "/")
+                    if key.startswith(under):
+                        yield key
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """An exclusive ``flock`` on ``R/_site/.lock``."""
-        path = self.root / "_site" / ".lock"
-        self._mkdir(path.parent)
-        with open(path, "a+b") as fh:
+        self._writable_mapping()
+        folder = f"{self.url}/_site"
+        self._mkdir(folder)
+        with open(f"{folder}/.lock", "a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -239,18 +368,33 @@ class LocalStore:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+#: Keys that pass :func:`_check_key` at a glance: segments of letters, digits, ``_``, ``-`` and
+#: dots, none starting with a dot.
+_CLEAN_KEY = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.-]*(?:/[0-9A-Za-z_-][0-9A-Za-z_.-]*)*")
+
+
 def _check_key(key: str, *, prefix: bool = False) -> None:
     """Refuse keys (and key prefixes) that are not clean relative paths under the root."""
+    if not prefix and _CLEAN_KEY.fullmatch(key):
+        return
     parts = key.rstrip("/").split("/") if prefix else key.split("/")
     if (not key and not prefix) or key.startswith("/") or "\\" in key or "\x00" in key or any(
             part in ("", ".", "..") for part in parts if key):
         raise StoreError(f"key {key!r} is not a clean relative path")
+    if JOIN in key:
+        raise StoreError(f"key {key!r} holds {JOIN!r}, which no key of a site holds")
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+def _write_all(fd: int, buffers: Sequence[bytes | memoryview]) -> None:
+    """Write ``buffers`` in order, with as few system calls as the kernel allows."""
+    pending = list(buffers)
+    while pending:
+        written = os.writev(fd, pending[:1024]) if len(pending) > 1 else os.write(fd, pending[0])
+        while pending and written >= len(pending[0]):
+            written -= len(pending[0])
+            pending.pop(0)
+        if pending and written:
+            pending[0] = memoryview(pending[0])[written:]
 
 
 def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> None:
