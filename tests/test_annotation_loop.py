@@ -145,7 +145,7 @@ def test_annotation_loop(tmp_path: Path) -> None:
             # 3. the first model (local backend, few epochs), published
             conf = {"destination": str(site), "model": MODEL, "backend": "local",
                     "work_dir": str(tmp_path / "training"), "heldout_fraction": 0.34}
-            airflow.dags_test("spine_training", {**conf, "epochs": 4}, "2-spine_training")
+            airflow.dags_test("spine_training", {**conf, "epochs": 30}, "2-spine_training")
             first = registry.current(store, MODEL)
             assert first is not None, "the first model was not published"
             lap("spine_training 1 (local)")
@@ -177,7 +177,7 @@ def test_annotation_loop(tmp_path: Path) -> None:
             lap("final label saved (STOW-RS)")
 
             # 7. spine_training again: more labels, more epochs, from the current weights
-            airflow.dags_test("spine_training", {**conf, "epochs": 24}, "4-spine_training")
+            airflow.dags_test("spine_training", {**conf, "epochs": 20}, "4-spine_training")
             second = registry.current(store, MODEL)
             assert second is not None and second["sha256"] != first["sha256"], \
                 f"the second model was not published: {second}"

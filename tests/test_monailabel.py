@@ -20,8 +20,6 @@ import json
 import logging
 import os
 import re
-import signal
-import socket
 import struct
 import subprocess
 import time
@@ -41,17 +39,16 @@ from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.serve import serve_in_thread
 from static_dicomweb.store import LocalStore
 
+from .monailabel_server import CLIENT, INSTALLED, monailabel_env, running_monailabel
+
 REPO = Path(__file__).resolve().parents[1]
-CLIENT = REPO / "clients" / "monailabel"
 VENV_BIN = CLIENT / ".venv" / "bin"
-INSTALLED = CLIENT / ".venv" / ".installed"
 ARTIFACTS = REPO / ".artifacts" / "monailabel"
 
 SPEC = SampleSpec(patients=2, slices=16, rows=64, columns=64)
 TOKEN = "monailabel-test-token"  # the STOW token; MONAI Label sends it as the HTTP Basic password
 SEG_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 BONE_HU = 300.0  # the labels here: every voxel at or above this (the phantom's vertebrae and sternum)
-START_TIMEOUT_S = 300
 log = logging.getLogger(__name__)
 
 
@@ -223,25 +220,6 @@ class MonaiLabel:
             self.log_file.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _monailabel_env(work: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("MONAI_LABEL_") and k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update({
-        "MONAILABEL_WORK": str(work),
-        # HTTP Basic on every request, as a deployment with a STOW token runs it
-        "MONAI_LABEL_DICOMWEB_USERNAME": "monailabel",
-        "MONAI_LABEL_DICOMWEB_PASSWORD": TOKEN,
-        "HOME": str(work),  # anything MONAI Label caches under ~ stays in the test's folder
-    })
-    return env
-
-
 @pytest.fixture(scope="module")
 def monailabel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonaiLabel]:
     if not INSTALLED.is_file():
@@ -261,7 +239,7 @@ def monailabel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonaiLabel]
     made = subprocess.run(
         [str(VENV_BIN / "python"), str(CLIENT / "make_seg.py"), str(sources[seg_image].paths[0].parent),
          str(tmp / "seg" / "seg.dcm"), str(BONE_HU)],
-        env={**_monailabel_env(tmp / "ml"), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
+        env={**monailabel_env(tmp / "ml", TOKEN), "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
         capture_output=True, text=True, timeout=300, check=False)
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     timings["seg by MONAI Label's nifti_to_dicom_seg"] = round(time.monotonic() - started, 3)
@@ -282,41 +260,22 @@ def monailabel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonaiLabel]
     serve_log.setLevel(logging.DEBUG)
     server, site_url = serve_in_thread(str(site), stow_token=TOKEN)
 
-    port = _free_port()
-    log_file = tmp / "monailabel.log"
     started = time.monotonic()
-    with log_file.open("wb") as out:
-        process = subprocess.Popen(["bash", str(CLIENT / "start.sh"), site_url, str(port)],
-                                   env=_monailabel_env(tmp / "ml"), cwd=tmp, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    ml = MonaiLabel(f"http://127.0.0.1:{port}", site_url, sources, seg, seg_image, access, log_file, timings)
     try:
-        while True:
-            assert process.poll() is None, f"MONAI Label exited with {process.returncode}\n{ml.tail()}"
-            assert time.monotonic() - started < START_TIMEOUT_S, f"MONAI Label did not start\n{ml.tail()}"
-            try:
-                if requests.get(f"{ml.url}/favicon.ico", timeout=5).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.5)
-        timings["monailabel start"] = round(time.monotonic() - started, 3)
-        log.info("MONAI Label up on %s for %s in %.1f s", ml.url, site_url, timings["monailabel start"])
-        yield ml
+        with running_monailabel(site_url, tmp, TOKEN) as (url, log_file):
+            timings["monailabel start"] = round(time.monotonic() - started, 3)
+            ml = MonaiLabel(url, site_url, sources, seg, seg_image, access, log_file, timings)
+            log.info("MONAI Label up on %s for %s in %.1f s", ml.url, site_url, timings["monailabel start"])
+            yield ml
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
         server.shutdown()
         server.server_close()
         serve_log.removeHandler(access)
         serve_log.setLevel(level)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         (ARTIFACTS / "serve-requests.log").write_text("\n".join(access.lines) + "\n")
-        (ARTIFACTS / "monailabel.log").write_bytes(log_file.read_bytes())
+        if (tmp / "monailabel.log").exists():
+            (ARTIFACTS / "monailabel.log").write_bytes((tmp / "monailabel.log").read_bytes())
         (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
 
 

@@ -57,6 +57,8 @@ export MONAI_LABEL_DICOMWEB_CACHE_PATH="${MONAI_LABEL_DICOMWEB_CACHE_PATH:-$WORK
 export MONAI_LABEL_SESSION_PATH="${MONAI_LABEL_SESSION_PATH:-$WORK/sessions}"
 # no accidental downloads: Hugging Face and the MONAI model zoo are never reached from here
 export HF_HUB_OFFLINE=1
+# no MLflow experiment tracking unless asked for (it needs a tracking store)
+export MONAI_LABEL_TRACKING_ENABLED="${MONAI_LABEL_TRACKING_ENABLED:-false}"
 
 echo "start.sh: MONAI Label on http://127.0.0.1:$PORT/ for $SITE_URL (work folder $WORK)" >&2
 # pydantic-settings also reads ./.env: run in the work folder, where there is none

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="where model.pt and metrics.json go (default: $SM_MODEL_DIR)")
     p.add_argument("--model", default="", help="model spec (default: the manifest's)")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--samples", type=int, default=2, help="patches per case per step")
+    p.add_argument("--samples", type=int, default=4, help="patches per case per step")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None, help="start from these weights")

@@ -128,8 +128,9 @@ def train_monailabel(dataset: dict[str, Any], params: dict[str, Any], run_id: st
     client = MonaiLabelHook(params.get("monailabel_conn_id") or "monailabel_default").get_conn()
     client.reload()  # its datastore lists the site's labels anew
     model = dataset["model"]
-    started = client.start_training(model, {"max_epochs": int(params.get("epochs", 20)),
-                                            "val_split": 0.0, "multi_gpu": False})
+    # no MLflow (its store is not set up on a static site's server); all labelled series train
+    started = client.start_training(model, {"max_epochs": int(params.get("epochs", 20)), "val_split": 0.0,
+                                            "multi_gpu": False, "tracking": "None"})
     log.info("MONAI Label training started: %s", started)
     status = client.wait_training(started.get("id"), timeout=float(params.get("train_timeout_s", 7200)),
                                   progress=lambda s: log.info("MONAI Label training: %s", s.get("status")))
