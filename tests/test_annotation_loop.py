@@ -203,6 +203,15 @@ def test_annotation_loop(tmp_path: Path) -> None:
             status = client.training_status()
             assert status is not None and status["status"] == "DONE", status
             lap("spine_training 3 (monailabel backend)")
+            # MONAI Label serves its own training result now; the next refresh serves the published one
+            published = registry.current(store, MODEL)
+            assert published is not None
+            assert published["sha256"] == second["sha256"] or published["backend"] == "monailabel"
+            airflow.dags_test("monailabel_refresh", {"destination": str(site), "model": MODEL,
+                                                     "work_dir": str(tmp_path / "training")}, "7-refresh")
+            served = client.model_info(MODEL)
+            assert served is not None and served.checksum == f"SHA256:{published['sha256']}"
+            lap("monailabel_refresh 3")
             (ARTIFACTS / "monailabel.log").write_bytes(ml_log.read_bytes())
     finally:
         server.shutdown()
