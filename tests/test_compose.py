@@ -160,8 +160,13 @@ def test_the_bucket_is_made_after_minio_answers(services: dict[str, Any]) -> Non
 
 def test_monai_label_has_its_own_image(services: dict[str, Any]) -> None:
     service = services["monailabel"]
-    assert service["build"]["context"] == "docker/monailabel"
+    assert service["build"] | {"args": None} == {"context": ".", "dockerfile": "docker/monailabel/Dockerfile",
+                                                  "args": None}
     dockerfile = (ROOT / "docker" / "monailabel" / "Dockerfile").read_text()
+    # the project's spine_cpu config and the spine_model package it imports are in the image
+    for copied in ("clients/monailabel/app/", "include/spine_model/"):
+        assert f"COPY {copied}" in dockerfile or f"COPY --chown=monai {copied}" in dockerfile
+        assert (ROOT / copied).is_dir()
     for pin in ("monailabel==0.8.5", "monai==1.5.2", "pydicom==2.4.4", "torch==${TORCH_VERSION}"):
         assert pin in dockerfile
     # the CPU index for torch is a build argument without a default: no index is named here
@@ -171,5 +176,5 @@ def test_monai_label_has_its_own_image(services: dict[str, Any]) -> None:
     assert command[command.index("--studies") + 1] == "http://dicomweb:8042"
     confs = {command[i + 1]: command[i + 2] for i, part in enumerate(command) if part == "--conf"}
     assert confs["use_pretrained_model"] == "false" and confs["sam2"] == "false"
-    assert confs["models"]
+    assert confs["models"] == "spine_cpu"
     assert service["depends_on"]["dicomweb"]["condition"] == "service_healthy"
