@@ -18,8 +18,8 @@ from typing import cast
 
 import numpy as np
 from pydicom import dcmread
-from pydicom.charset import convert_encodings, default_encoding
-from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
+from pydicom.charset import default_encoding
+from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
@@ -298,7 +298,7 @@ def _read_header(raw: bytes) -> tuple[FileDataset, int] | None:
     if meta is None or not meta[0]:
         return None
     elements, pos = meta
-    file_meta = FileMetaDataset(Dataset(elements))
+    file_meta = FileMetaDataset(elements)
     file_meta.set_original_encoding(False, True, default_encoding)
     try:  # pydicom decodes the first element, and rereads group 2 as implicit VR if it cannot
         file_meta[next(iter(elements))]
@@ -320,15 +320,9 @@ def _read_header(raw: bytes) -> tuple[FileDataset, int] | None:
     if body is None:
         return None
     elements, pos = body
-    dataset = Dataset(elements, parent_encoding=default_encoding)
-    charset = elements.get(BaseTag(0x00080005))
-    encoding: str | list[str] = default_encoding
-    if charset is not None:
-        encoding = convert_encodings(convert_raw_data_element(
-            cast(RawDataElement, charset)).value)
-    dataset.set_original_encoding(implicit, True, encoding)
-    ds = FileDataset(io.BytesIO(raw), dataset, raw[:128], file_meta, implicit, True)
-    ds.set_original_encoding(implicit, True, dataset._character_set)
+    # pydicom wraps a Dataset of these elements; the FileDataset takes over its elements alone
+    ds = FileDataset(io.BytesIO(raw), elements, raw[:128], file_meta, implicit, True)
+    ds.set_original_encoding(implicit, True, ds._character_set)
     return ds, pos
 
 
@@ -344,7 +338,7 @@ def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
     names, long_vrs, new = _VR_NAMES, _LONG_VRS, tuple.__new__
     vr: str | None = None
     while pos < end:
-        if pos + 12 > end:  # too short for an element header with a 4-byte length: pydicom reads it
+        if pos + 8 > end:  # a cut element header: pydicom decides what that is
             return None
         group, number = tag_at(raw, pos)
         tag = group << 16 | number
@@ -360,6 +354,8 @@ def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
                 return None
             start = pos + 8
             if code in long_vrs:
+                if start + 4 > end:
+                    return None
                 length = length_at(raw, start)[0]
                 start += 4
         if length == 0xFFFFFFFF or start + length > end or group == 0xFFFE:
