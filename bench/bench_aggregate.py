@@ -3,11 +3,14 @@
 Times, on a local folder store:
 
 1. a full build: every study's ``studies/{S}/series`` index, then the root
-   ``studies`` and ``series`` (and their line records) from nothing;
+   ``studies`` and ``series`` (and their line records) and every query
+   answer under ``_q/`` from nothing;
 2. an incremental run: one study changes, its index and both roots are merged.
 
-Reports wall time and the process's peak resident memory.  Run:
-``.venv/bin/python bench/bench_aggregate.py`` (``--studies/--series`` to scale down).
+The study indexes are written on the aggregation's writer threads, as
+``aggregate`` writes them.  Reports wall time and the process's peak resident
+memory.  Run: ``.venv/bin/python bench/bench_aggregate.py`` (``--studies/--series``
+to scale down, ``--threads 1`` for one writer).
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from static_dicomweb import keys
-from static_dicomweb.aggregate import _put_json, aggregate_roots, write_manifest
+from static_dicomweb.aggregate import (
+    LOCAL_WRITE_THREADS,
+    Writer,
+    _put_json,
+    aggregate_roots,
+    write_manifest,
+)
 from static_dicomweb.profiles import get_profile
 from static_dicomweb.qido import series_row, study_row
 from static_dicomweb.store import LocalStore
@@ -64,12 +73,22 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def cpu_s() -> tuple[float, float]:
+    """User and system CPU seconds of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=73_574)
     parser.add_argument("--series", type=int, default=204_346)
     parser.add_argument("--work", type=Path, default=Path(".bench/aggregate"))
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=LOCAL_WRITE_THREADS,
+                        help=f"writer threads (default {LOCAL_WRITE_THREADS}, as aggregate uses "
+                             "on a folder)")
+    parser.add_argument("--keep", action="store_true", help="leave the site in --work")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     store = LocalStore(args.work)
@@ -80,27 +99,32 @@ def main() -> int:
     print(f"making the synthetic rows alone: {making:.1f} s (included below)")
 
     started = time.perf_counter()
+    cpu_before = cpu_s()
     first_study: tuple[str, list[dict]] | None = None  # type: ignore[type-arg]
 
     in_study_indexes = 0.0
+    writer = Writer(store, args.threads)
 
     def study_indexes() -> Iterator[tuple[str, dict, list[dict]]]:  # type: ignore[type-arg]
         nonlocal first_study, in_study_indexes
         for study, rows in synthetic(args.studies, args.series):
             first_study = first_study or (study, rows)
             begun = time.perf_counter()
-            _put_json(store, keys.study_series(study), rows)
+            writer.submit(_put_json, store, keys.study_series(study), rows)
             row = study_row(rows)
             in_study_indexes += time.perf_counter() - begun
             yield study, row, rows
 
-    lines = aggregate_roots(store, study_indexes())
+    with writer:
+        lines = aggregate_roots(store, study_indexes(), writer=writer)
     write_manifest(store, get_profile("default"), lines)
     full = time.perf_counter() - started
+    full_cpu = [after - before for after, before in zip(cpu_s(), cpu_before, strict=True)]
     full_peak = peak_mb()
     sizes = {k: store.path(k).stat().st_size for k in ("studies", "series")}
     print(f"full build of {args.studies} study indexes and both roots: {full:.1f} s "
-          f"({in_study_indexes:.1f} s writing study indexes); "
+          f"({in_study_indexes:.1f} s handing study indexes to {args.threads} writers); "
+          f"CPU {full_cpu[0]:.1f} s user + {full_cpu[1]:.1f} s system; "
           f"peak {full_peak:.0f} MB; studies {sizes['studies'] / 1e6:.1f} MB gz, "
           f"series {sizes['series'] / 1e6:.1f} MB gz")
 
@@ -110,8 +134,9 @@ def main() -> int:
              "00200011": {"vr": "IS", "Value": [999]}}
     rows = [*rows, series_row(extra, 10)]
     started = time.perf_counter()
-    _put_json(store, keys.study_series(study), rows)
-    lines = aggregate_roots(store, [(study, study_row(rows), rows)])
+    with Writer(store, args.threads) as writer:
+        writer.submit(_put_json, store, keys.study_series(study), rows)
+        lines = aggregate_roots(store, [(study, study_row(rows), rows)], writer=writer)
     write_manifest(store, get_profile("default"), lines)
     incremental = time.perf_counter() - started
     manifest = json.loads(store.get(keys.manifest().key))
@@ -120,10 +145,12 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "studies": args.studies, "series": args.series, "full_s": round(full, 2),
+            "full_cpu_user_s": round(full_cpu[0], 2), "full_cpu_system_s": round(full_cpu[1], 2),
             "making_rows_s": round(making, 2), "study_indexes_s": round(in_study_indexes, 2),
-            "incremental_s": round(incremental, 2),
+            "incremental_s": round(incremental, 2), "threads": args.threads,
             "peak_mb": round(peak_mb()), "root_gz_bytes": sizes}, indent=2) + "\n")
-    shutil.rmtree(args.work, ignore_errors=True)
+    if not args.keep:
+        shutil.rmtree(args.work, ignore_errors=True)
     return 0
 
 

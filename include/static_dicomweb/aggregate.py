@@ -9,12 +9,17 @@ written after the objects it names, the manifest last.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from typing import cast
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TypeVar, cast
 
 from . import __version__, keys, multipart, routing
 from .dicomjson import JsonDict, decode, encode, first, gzip_bytes
@@ -30,7 +35,7 @@ from .qido import (
     study_row,
 )
 from .reader import SYNTAXES
-from .store import Slice, Store
+from .store import LocalStore, Slice, Store
 from .thumbnail import decode_frame, render
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,102 @@ LAYOUT_VERSION = "1"
 ALWAYS_ANSWERED_MODALITIES = ("CT", "SEG")
 #: The header recording how many rows a query answer holds (``x-amz-meta-rows`` on S3).
 ROWS_META = "x-amz-meta-rows"
+#: Writer threads for a local folder: its writes are file-system calls that release the GIL,
+#: though the file system serialises much of their work (4 measured best on 2 cores) ...
+LOCAL_WRITE_THREADS = 4
+#: ... and for other stores (S3), whose PUTs wait on the network: as many as the S3 client's
+#: connection pool holds.
+REMOTE_WRITE_THREADS = 32
+#: Small query answers written per task (one task per object costs more than the object).
+_BATCH = 256
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def write_threads(store: Store) -> int:
+    """How many writes :class:`Writer` runs at once on ``store`` by default."""
+    return LOCAL_WRITE_THREADS if isinstance(store, LocalStore) else REMOTE_WRITE_THREADS
+
+
+class Writer:
+    """Runs a store's writes on a few threads; :meth:`wait` returns once every one is done.
+
+    A full build writes hundreds of thousands of small objects (query answers
+    above all), each a PUT on S3 or a file creation in a folder.  Writes
+    submitted before a :meth:`wait` are stored (or have raised) when it
+    returns, so the ordering rules (pages before the answer counting them,
+    objects before the index naming them, the manifest last) are kept by
+    waiting between waves.  With ``threads=1`` everything runs in the
+    caller's thread.
+
+    Parameters
+    ----------
+    store
+        The site's store; its ``put``/``get``/``headers``/``delete`` must be
+        safe to call from several threads (the local and the S3 store are).
+    threads
+        How many writes run at once (default: :func:`write_threads`).
+
+    """
+
+    def __init__(self, store: Store, threads: int | None = None) -> None:
+        self.store = store
+        self.threads = write_threads(store) if threads is None else threads
+        self._pool: ThreadPoolExecutor | None = None
+        if self.threads > 1:
+            # an S3 client is made on first use, and boto3 does not make clients safely from
+            # several threads at once: use the store once from this thread
+            store.headers(keys.manifest().key)
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="sdw-write")
+        self._pending: deque[Future[None]] = deque()
+        self._limit = 64 * self.threads
+
+    def submit(self, fn: Callable[..., None], *args: object) -> None:
+        """Run ``fn(*args)`` on the pool; a few hundred wait at most, so memory stays flat."""
+        if self._pool is None:
+            fn(*args)
+            return
+        while len(self._pending) >= self._limit:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(fn, *args))
+
+    def map(self, fn: Callable[[_T], _R], items: Iterable[_T]) -> Iterator[_R]:
+        """``fn`` over ``items`` on the pool, lazily, results in order."""
+        if self._pool is None:
+            yield from map(fn, items)
+            return
+        window: deque[Future[_R]] = deque()
+        for item in items:
+            window.append(self._pool.submit(fn, item))
+            if len(window) >= self._limit:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+    def wait(self) -> None:
+        """Block until every submitted write is done; raise the first error."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def close(self) -> None:
+        """Wait for the writes, then stop the threads."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if kind is None:
+            self.close()
+            return
+        self._pending.clear()  # an error is on its way out: do not wait on what follows it
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _put_json(store: Store, spec: keys.ObjectSpec, obj: object) -> None:
@@ -61,12 +162,15 @@ def aggregate(store: Store, touched: Sequence[tuple[str, str]], profile: Profile
 
     ``known`` holds what this run converted, so it is not read back from the store.
     """
-    with store.lock():
+    with store.lock(), Writer(store) as writer:
         studies = sorted({study for study, _ in touched})
-        for study, series in touched:
-            aggregate_series(store, study, series, profile, known or {})
-        study_lines = aggregate_roots(store, ((study, *aggregate_study(store, study))
-                                              for study in studies))
+        # series are independent of each other, studies too; a study reads its series' records
+        for _ in writer.map(lambda pair: aggregate_series(store, *pair, profile, known or {}),
+                            touched):
+            pass
+        done = writer.map(lambda study: aggregate_study(store, study), studies)
+        study_lines = aggregate_roots(store, ((study, *result) for study, result
+                                              in zip(studies, done, strict=True)), writer=writer)
         if report is not None:
             store.put(keys.conversion_report(), [encode(report)])
         write_manifest(store, profile, study_lines)
@@ -214,76 +318,187 @@ def _study_of(line: bytes) -> bytes:
 
 
 def _merge_root(store: Store, name: str, drop: set[bytes],
-                new: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """Replace the rows of the ``drop`` studies by ``new`` lines; write the index and its record.
+                new: list[bytes]) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """Replace the rows of the ``drop`` studies by ``new`` lines (nothing is written).
 
-    Returns the merged lines and the dropped (old) ones.
+    Returns the merged lines, the dropped (old) ones and all the old ones.
     """
+    before = [line for line in _root_lines(store, name) if line]
     lines: list[bytes] = []
     dropped: list[bytes] = []
-    for line in _root_lines(store, name):
-        if line:
-            (dropped if _study_of(line) in drop else lines).append(line)
+    for line in before:
+        (dropped if _study_of(line) in drop else lines).append(line)
     lines += new
     lines.sort()
-    spec = keys.studies() if name == "studies" else keys.all_series()
-    store.put(keys.root_record(name), [gzip_bytes(b"\n".join(lines))])
-    _write_pages(store, routing.all_key(name), lines, counted=spec.key)
-    store.put(spec, [gzip_bytes(_rows_json(lines))], meta={"rows": str(len(lines))})
-    return lines, dropped
+    return lines, dropped, before
 
 
 def _rows_json(lines: Sequence[bytes]) -> bytes:
     return b"[" + b",".join(line.split(b"\t", 2)[2] for line in lines) + b"]"
 
 
-def _write_pages(store: Store, base: str, lines: Sequence[bytes], counted: str | None = None) -> None:
-    """Pages of ``routing.PAGE_SIZE`` rows at ``base.offset.N`` (N > 0), an empty one at the end.
+_EMPTY_GZ = gzip_bytes(b"[]")
 
-    Offset 0 is the answer itself (``counted``: the object that stands for it),
-    whose ``x-amz-meta-rows`` says how many rows it had, so pages of an earlier
-    count are deleted without listing anything.
+
+def _page_offsets(count: int) -> set[int]:
+    """Where the pages of an answer of ``count`` rows start: 100, 200, … and the empty end page.
+
+    Below 100 the router sends every offset to the shared ``routing.EMPTY_KEY``,
+    so an answer of fewer than 100 rows has no page of its own.
     """
     size = routing.PAGE_SIZE
-    offsets = {*range(size, len(lines), size), len(lines)}
-    held = store.headers(counted or base) or {}
-    before = int(held.get(ROWS_META, "0") or 0)
-    for stale in {*range(size, before, size), before} - offsets - {0}:  # pages of the old count
-        store.delete(routing.page_key(base, stale))
-    for start in range(size, len(lines), size):
-        store.put(_query_spec(routing.page_key(base, start)),
-                  [gzip_bytes(_rows_json(lines[start:start + size]))])
-    if lines:
-        store.put(_query_spec(routing.page_key(base, len(lines))), [gzip_bytes(b"[]")])
+    return {*range(size, count, size), count} if count >= size else set()
+
+
+def _rows_meta(headers: Mapping[str, str] | None) -> int:
+    return int((headers or {}).get(ROWS_META, "0") or 0)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A query answer to write: the object that is the whole answer and the base of its pages.
+
+    ``before`` is how many rows it held (None: read from the answer's
+    ``x-amz-meta-rows``), so the pages of the old count that the new count
+    lacks are deleted without listing.
+    """
+
+    key: str | None  # None: another object is the whole answer (``studies/{S}/series``)
+    pages: str | None  # None: one row at most, every later offset is routing.EMPTY_KEY
+    before: int | None = None
+    spec: keys.ObjectSpec | None = None  # the whole answer's headers, when not a _q/ object
 
 
 def _query_spec(key: str) -> keys.ObjectSpec:
     return keys.ObjectSpec(key, keys.DICOM_JSON, keys.GZIP, keys.INDEX)
 
 
-def _write_answer(store: Store, key: str, lines: Sequence[bytes]) -> None:
-    """A precomputed query answer, its pages and end page (the pages first)."""
-    _write_pages(store, key, lines)
-    store.put(_query_spec(key), [gzip_bytes(_rows_json(lines))], meta={"rows": str(len(lines))})
+def _page_body(lines: Sequence[bytes], start: int) -> bytes:
+    if start >= len(lines):
+        return _EMPTY_GZ
+    return gzip_bytes(_rows_json(lines[start:start + routing.PAGE_SIZE]))
 
 
-def write_query_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes],
-                        touched: Sequence[bytes], old: Sequence[bytes]) -> int:
-    """Rewrite the query answers that the touched (and replaced) root lines change.
+@dataclass(frozen=True)
+class _Group:
+    """Answers with the same rows, written from one body (each page made once).
 
-    Answers by UID are per touched study and series; answers by patient and by
-    modality are rebuilt for every patient and modality the touched rows name.
-    Returns the number of answers written.
+    In a CT-only collection ``series?Modality=CT`` is the root ``series`` row
+    for row.  ``old`` is what the rows were when the answers were last
+    written, if known: a page whose rows did not change is not written again.
     """
+
+    lines: Sequence[bytes]
+    answers: list[_Answer]
+    old: Sequence[bytes] | None = None
+
+
+def _store_pages(store: Store, groups: Sequence[_Group]) -> None:
+    """The pages of each group's answers, stale pages of their old count deleted."""
+    size = routing.PAGE_SIZE
+    for group in groups:
+        lines, old = group.lines, group.old
+        wanted = _page_offsets(len(lines))
+        writes: dict[int, list[str]] = {start: [] for start in sorted(wanted)}
+        for answer in group.answers:
+            if answer.pages is None:
+                continue
+            before = answer.before
+            if before is None:
+                before = _rows_meta(store.headers(answer.key)) if answer.key else 0
+            had = _page_offsets(before)
+            for stale in sorted(had - wanted):
+                store.delete(routing.page_key(answer.pages, stale))
+            # the answer was last written from ``old`` (a site only grows, so a page whose rows
+            # are unchanged since then was not rewritten differently by an interrupted run)
+            same_source = old is not None and before == len(old)
+            for start in writes:
+                if (same_source and start in had and old is not None
+                        and old[start:start + size] == lines[start:start + size]):
+                    continue  # the page holds these rows already
+                writes[start].append(answer.pages)
+        for start, bases in writes.items():
+            if bases:
+                data = _page_body(lines, start)
+                for base in bases:
+                    store.put(_query_spec(routing.page_key(base, start)), [data])
+
+
+def _store_wholes(store: Store, groups: Sequence[_Group]) -> None:
+    """Each group's whole answers (made once), with their row count."""
+    for group in groups:
+        keyed = [(a, a.key) for a in group.answers if a.key is not None]
+        if keyed:
+            meta = {"rows": str(len(group.lines))}
+            data = gzip_bytes(_rows_json(group.lines))
+            for answer, key in keyed:
+                store.put(answer.spec or _query_spec(key), [data], meta=meta)
+
+
+def _chunks(items: Sequence[_T], weight: Callable[[_T], int]) -> Iterator[list[_T]]:
+    """Consecutive runs of ``items`` of about :data:`_BATCH` objects each (one task each)."""
+    chunk: list[_T] = []
+    total = 0
+    for item in items:
+        chunk.append(item)
+        total += weight(item)
+        if total >= _BATCH:
+            yield chunk
+            chunk, total = [], 0
+    if chunk:
+        yield chunk
+
+
+def _store_one_row_answers(store: Store, answers: Sequence[tuple[str, bytes]]) -> None:
+    """Answers by UID: one row each, no pages (every later offset is ``routing.EMPTY_KEY``)."""
+    meta = {"rows": "1"}
+    for key, line in answers:
+        store.put(_query_spec(key), [gzip_bytes(_rows_json([line]))], meta=meta)
+
+
+@dataclass
+class _Plan:
+    """The query answers one merge rewrites: by UID (one row, no pages), and the others."""
+
+    one_row: list[tuple[str, bytes]]
+    groups: list[_Group]
+
+    def count(self) -> int:
+        return len(self.one_row) + sum(1 for g in self.groups for a in g.answers
+                                       if a.key is not None)
+
+    def submit_first_wave(self, store: Store, writer: Writer) -> None:
+        """The answers by UID, and every page (stale ones deleted) before the answers counting them."""
+        for start in range(0, len(self.one_row), _BATCH):
+            writer.submit(_store_one_row_answers, store, self.one_row[start:start + _BATCH])
+        paged = [g for g in self.groups if _may_have_pages(g)]
+        for chunk in _chunks(paged, lambda g: len(_page_offsets(len(g.lines))) * len(g.answers) + 1):
+            writer.submit(_store_pages, store, chunk)
+
+    def submit_second_wave(self, store: Store, writer: Writer) -> None:
+        """The whole answers (after the first wave is stored)."""
+        for chunk in _chunks(self.groups, lambda g: len(g.answers)):
+            writer.submit(_store_wholes, store, chunk)
+
+
+def _may_have_pages(group: _Group) -> bool:
+    """Whether an answer has or had pages (its old count is read in the writer when unknown)."""
+    return any(a.pages is not None and (len(group.lines) >= routing.PAGE_SIZE or a.before is None
+                                        or a.before >= routing.PAGE_SIZE) for a in group.answers)
+
+
+def _plan_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes],
+                  touched: Sequence[bytes], old: Sequence[bytes],
+                  roots: Mapping[str, _Group] | None) -> _Plan:
     def fields(line: bytes) -> list[str]:
         return line.split(b"\t", 2)[1].decode().split(" ")
 
     touched_studies = {_study_of(line).decode() for line in touched}
-    unchanged = set(old)  # rows that came back byte for byte: their answers stand
+    unchanged = set(old) & set(touched)  # rows that came back byte for byte: their answers stand
     patients: set[str] = set()
     modalities: set[str] = set()
     for line in (*touched, *old):
-        if line.count(b"\t") < 2:
+        if line in unchanged or line.count(b"\t") < 2:
             continue
         f = fields(line)
         if len(f) == 4:  # a study line: counts, patient, modalities
@@ -296,28 +511,42 @@ def write_query_answers(store: Store, studies: Sequence[bytes], series: Sequence
         code = _hex(always)
         if store.headers(f"{routing.QUERY_PREFIX}series/Modality/{code}") is None:
             modalities.add(code)
-    written = 0
+    patients.discard("-")
+    modalities.discard("-")
+    old_series_of: dict[str, list[bytes]] = {}
+    for line in old:
+        if line.count(b"\t") >= 2 and len(fields(line)) == 2:
+            old_series_of.setdefault(_study_of(line).decode(), []).append(line)
     by_study: dict[str, list[bytes]] = {}
     for line in series:
         study = _study_of(line).decode()
         if study in touched_studies:
             by_study.setdefault(study, []).append(line)
+
+    # UIDs in root lines were validated when their series were converted
+    by_study_uid = routing.answer_template("studies", "StudyInstanceUID")
+    by_series_uid = routing.answer_template("series", "SeriesInstanceUID")
+    one_row: list[tuple[str, bytes]] = []
     for line in studies:
         study = _study_of(line).decode()
-        if study in touched_studies:
-            _write_answer(store, f"{routing.QUERY_PREFIX}studies/StudyInstanceUID/{study}", [line])
-            _write_answer(store, f"{routing.QUERY_PREFIX}series/StudyInstanceUID/{study}",
-                          by_study.get(study, []))
-            written += 2
-            for series_line in by_study.get(study, []):
-                if series_line in unchanged:
-                    continue
+        if study not in touched_studies:
+            continue
+        if line not in unchanged:
+            one_row.append((by_study_uid.replace(routing.VALUE, study), line))
+        for series_line in by_study.get(study, []):
+            if series_line not in unchanged:
                 uid = series_line.split(b"\t", 1)[0].split(b" ")[2].decode()
-                _write_answer(store, f"{routing.QUERY_PREFIX}series/SeriesInstanceUID/{uid}",
-                              [series_line])
-                written += 1
-    patients.discard("-")
-    modalities.discard("-")
+                one_row.append((by_series_uid.replace(routing.VALUE, uid), series_line))
+
+    groups: list[_Group] = []
+    shared = {name: _Group(g.lines, list(g.answers), g.old) for name, g in (roots or {}).items()}
+    for study, lines in by_study.items():
+        # series?StudyInstanceUID=S is studies/{S}/series itself: only its pages (100 series
+        # or more) are under _q/
+        old_lines = old_series_of.get(study, [])
+        if lines != old_lines and max(len(lines), len(old_lines)) >= routing.PAGE_SIZE:
+            pages = routing.pages_base("series", "StudyInstanceUID", study)
+            groups.append(_Group(lines, [_Answer(None, pages, before=len(old_lines))]))
     # one pass over the roots, bucketing only the patients and modalities to rewrite
     buckets: dict[str, list[bytes]] = {}
     for line in studies:
@@ -333,33 +562,96 @@ def write_query_answers(store: Store, studies: Sequence[bytes], series: Sequence
             buckets.setdefault(f"series/PatientID/{f[0]}", []).append(line)
         if f[1] in modalities:
             buckets.setdefault(f"series/Modality/{f[1]}", []).append(line)
-    answers = [f"{level}/PatientID/{p}" for p in sorted(patients) for level in ("studies", "series")]
-    answers += [f"studies/ModalitiesInStudy/{m}" for m in sorted(modalities)]
-    answers += [f"series/Modality/{m}" for m in sorted(modalities)]
-    for answer in answers:
-        _write_answer(store, f"{routing.QUERY_PREFIX}{answer}", buckets.get(answer, []))
-    return written + len(answers)
+    names = [f"{level}/PatientID/{p}" for p in sorted(patients) for level in ("studies", "series")]
+    names += [f"studies/ModalitiesInStudy/{m}" for m in sorted(modalities)]
+    names += [f"series/Modality/{m}" for m in sorted(modalities)]
+    for name in names:
+        key = f"{routing.QUERY_PREFIX}{name}"
+        answer = _Answer(key, key)
+        rows = buckets.get(name, [])
+        level = name.split("/", 1)[0]
+        if level in shared and len(rows) == len(shared[level].lines):
+            shared[level].answers.append(answer)  # every root row: written from the root's bodies
+        else:
+            groups.append(_Group(rows, [answer]))
+    return _Plan(one_row, [*shared.values(), *groups])
+
+
+def _put_empty_page(store: Store) -> None:
+    """The shared empty page, before any answer whose later offsets route to it."""
+    if store.headers(routing.EMPTY_KEY) is None:
+        store.put(_query_spec(routing.EMPTY_KEY), [_EMPTY_GZ], meta={"rows": "0"})
+
+
+def write_query_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes],
+                        touched: Sequence[bytes], old: Sequence[bytes],
+                        writer: Writer | None = None) -> int:
+    """Rewrite the query answers that the touched (and replaced) root lines change.
+
+    Answers by UID are per touched study and series, written only when their
+    row changed; answers by patient and by modality are rebuilt for every
+    patient and modality named by a row that was added, changed or removed.
+    Pages are stored before the answers that count them.  Returns the number
+    of answers written.
+    """
+    with contextlib.ExitStack() as stack:
+        if writer is None:
+            writer = stack.enter_context(Writer(store))
+        _put_empty_page(store)
+        plan = _plan_answers(store, studies, series, touched, old, None)
+        plan.submit_first_wave(store, writer)
+        writer.wait()
+        plan.submit_second_wave(store, writer)
+        writer.wait()
+    return plan.count()
 
 
 def aggregate_roots(store: Store,
-                    updated: Iterable[tuple[str, JsonDict, Sequence[JsonDict]]]) -> list[bytes]:
+                    updated: Iterable[tuple[str, JsonDict, Sequence[JsonDict]]],
+                    writer: Writer | None = None) -> list[bytes]:
     """Merge updated studies (UID, study row, series rows) into the root ``series`` and ``studies``.
 
     ``updated`` is consumed once and may be a generator.  Only the updated
     studies' rows are encoded; the others are carried over as bytes from the
-    root records.  Returns the lines of ``studies``.
+    root records.  The query answers and the root indexes are written (on
+    ``writer``'s threads) before the root records, which are what the next
+    merge starts from: an interrupted run is redone whole by its rerun.
+    Returns the lines of ``studies``.
     """
-    drop: set[bytes] = set()
-    series_lines: list[bytes] = []
-    study_lines: list[bytes] = []
-    for study, row, rows in updated:
-        drop.add(study.encode())
-        study_lines.append(_study_line(row))
-        series_lines.extend(_series_line(r) for r in rows)
-    all_series, old_series = _merge_root(store, "series", drop, series_lines)
-    all_studies, old_studies = _merge_root(store, "studies", drop, study_lines)
-    write_query_answers(store, all_studies, all_series, study_lines + series_lines,
-                        old_studies + old_series)
+    with contextlib.ExitStack() as stack:
+        if writer is None:
+            writer = stack.enter_context(Writer(store))
+        drop: set[bytes] = set()
+        series_lines: list[bytes] = []
+        study_lines: list[bytes] = []
+        for study, row, rows in updated:
+            drop.add(study.encode())
+            study_lines.append(_study_line(row))
+            series_lines.extend(_series_line(r) for r in rows)
+        all_series, old_series, were_series = _merge_root(store, "series", drop, series_lines)
+        all_studies, old_studies, were_studies = _merge_root(store, "studies", drop, study_lines)
+        roots: dict[str, _Group] = {}
+        for name, lines, were in (("studies", all_studies, were_studies),
+                                  ("series", all_series, were_series)):
+            spec = keys.studies() if name == "studies" else keys.all_series()
+            before = _rows_meta(store.headers(spec.key))
+            roots[name] = _Group(lines, [_Answer(spec.key, routing.all_key(name), before, spec)],
+                                 old=were)
+        _put_empty_page(store)
+        plan = _plan_answers(store, all_studies, all_series, study_lines + series_lines,
+                             old_studies + old_series, roots)
+        plan.submit_first_wave(store, writer)
+        records = {name: gzip_bytes(b"\n".join(lines))  # meanwhile, in this thread
+                   for name, lines in (("series", all_series), ("studies", all_studies))}
+        # pages are stored before the answers counting them, and what the updates wrote (the
+        # study indexes) before the root indexes naming it
+        writer.wait()
+        plan.submit_second_wave(store, writer)
+        writer.wait()
+        for name, data in records.items():  # last: the state the next merge starts from
+            store.put(keys.root_record(name), [data])
+    log.info("merged %d studies into %d studies and %d series; %d query answers written",
+             len(drop), len(all_studies), len(all_series), plan.count())
     return all_studies
 
 

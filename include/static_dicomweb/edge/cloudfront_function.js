@@ -37,7 +37,8 @@ function param(query, name) {
 // The key (relative to the site root) that answers `path` with `query`.
 function route(path, query) {
   if (path !== "studies" && path !== "series") return path;
-  var base = path;
+  var answer = path;
+  var pages = TABLE.prefix + path + "/all";
   for (var i = 0; i < TABLE.routes.length; i++) {
     var rule = TABLE.routes[i];
     if (rule.resource !== path) continue;
@@ -45,13 +46,15 @@ function route(path, query) {
     if (value === null) continue;
     var segment = encodeValue(value, rule.encoding);
     if (segment === null) continue;
-    base = TABLE.prefix + path + "/" + rule.attribute + "/" + segment;
+    answer = rule.answer.replace(TABLE.value, segment);
+    pages = rule.pages === null ? TABLE.empty : rule.pages.replace(TABLE.value, segment);
     break;
   }
   var offset = parseInt(param(query, "offset") || "0", 10);
   if (!(offset > 0)) offset = 0;
-  if (offset === 0) return base;
-  return (base === path ? TABLE.prefix + path + "/all" : base) + ".offset." + offset;
+  if (offset === 0) return answer;
+  if (pages === TABLE.empty || offset < TABLE.pageSize) return TABLE.empty;
+  return pages + ".offset." + offset;
 }
 
 function handler(event) {
