@@ -498,7 +498,8 @@ def test_header_reader_gives_what_pydicom_reads(sample_dir: Path) -> None:
                 continue
             fp = io.BytesIO(raw)
             ref = pydicom.dcmread(fp, stop_before_pixels=True)
-        ds, stopped = got
+        ds, stopped, syntax = got
+        assert syntax == str(ref.file_meta.TransferSyntaxUID), path
         assert stopped == fp.tell(), path
         assert list(ds.keys()) == list(ref.keys()), path
         for tag in ref.keys():  # noqa: SIM118 (iterating a Dataset decodes its elements)

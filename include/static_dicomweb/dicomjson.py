@@ -19,7 +19,7 @@ from typing import Any, cast
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr_element
-from pydicom.valuerep import PersonName
+from pydicom.valuerep import VR, PersonName
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +149,19 @@ _CACHE_LIMIT = 50_000
 _PLAIN_KEY = re.compile(r"[0-9A-Za-z]*")
 
 
+#: The VRs whose undecoded values are cached: not binary, not sequences, not ambiguous.
+_CACHED_VRS = frozenset(str(vr) for vr in VR) - BINARY_VRS - {"SQ"} - {
+    str(vr) for vr in VR if " or " in str(vr)}
+_TAG_KEYS: dict[int, str] = {}
+
+
+def _tag_key(tag: int) -> str:
+    key = _TAG_KEYS[tag] = tag_key(tag)
+    if len(_TAG_KEYS) > _CACHE_LIMIT:
+        _TAG_KEYS.clear()
+    return key
+
+
 def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = "",
                     inline_limit: int = INLINE_BINARY_LIMIT) -> JsonDict:
     """A dataset as a DICOM JSON object, keys in tag order.
@@ -167,13 +180,13 @@ def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = 
     # only top-level elements are cached: items of a sequence inherit their parent's charset
     cacheable = not prefix
     # the elements as stored (undecoded ones stay so), by tag number (plain ints compare fast)
-    for tag, raw in sorted((int(number), elem) for number, elem in ds.items()):
+    for tag, raw in sorted(zip(map(int, ds.keys()), ds.values(), strict=True)):
         if not tag & 0xFFFF:
             continue
-        key = f"{tag:08X}"
+        key = _TAG_KEYS.get(tag) or _tag_key(tag)
         cache_key = None
-        if (cacheable and isinstance(raw, RawDataElement) and raw.VR and raw.VR not in BINARY_VRS
-                and raw.VR != "SQ" and " or " not in raw.VR and raw.value is not None):
+        if (cacheable and isinstance(raw, RawDataElement) and raw.VR in _CACHED_VRS
+                and raw.value is not None):
             cache_key = (tag, raw.VR, raw.value, raw.is_little_endian, charset_bytes)
             cached = _CACHE.get(cache_key)
             if cached is not None:

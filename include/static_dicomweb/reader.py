@@ -26,7 +26,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.tag import BaseTag
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
 
 from .errors import InvalidUIDError, RejectedInstanceError
@@ -188,7 +188,7 @@ def _read_instance(path: str | Path, data: bytes | None) -> SourceInstance:
         raise RejectedInstanceError(name, "empty file (0 bytes)")
     has_header = raw[128:132] == b"DICM"
     try:
-        ds, pixel_view = _parse(raw, has_header)
+        ds, pixel_view, known_syntax = _parse(raw, has_header)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, struct.error) as exc:
         raise RejectedInstanceError(name, f"not a readable DICOM file: {exc}") from exc
     if has_header and not any(tag.group != 0x0002 for tag in ds.keys()):  # noqa: SIM118
@@ -216,7 +216,7 @@ def _read_instance(path: str | Path, data: bytes | None) -> SourceInstance:
             uids[keyword] = validate_uid(value, what=f"{tag} {keyword}")
         except InvalidUIDError as exc:
             raise RejectedInstanceError(name, str(exc)) from exc
-    syntax = syntax_info(_actual_syntax(ds), name)
+    syntax = syntax_info(known_syntax or _actual_syntax(ds), name)
     if pixel_view is not None and not syntax.native:
         raise RejectedInstanceError(name, f"(7FE0,0010) PixelData is native but the transfer "
                                           f"syntax is {syntax.name} ({syntax.uid})")
@@ -240,23 +240,26 @@ PIXEL_SOP_CLASSES = frozenset({"Segmentation Storage", "Label Map Segmentation S
 _PIXEL_TAG = b"\xe0\x7f\x10\x00"
 
 
-def _parse(raw: bytes, has_header: bool) -> tuple[Dataset, memoryview | None]:
+def _parse(raw: bytes, has_header: bool) -> tuple[Dataset, memoryview | None, str | None]:
     """Parse ``raw``; native little-endian pixel data is returned as a view, not copied.
 
     The fast path reads every element before (7FE0,0010), then takes the pixel
     data value from the file's bytes where it lies.  Anything unusual (big
     endian, deflate, encapsulated, elements after the pixel data) is read
-    completely by pydicom instead.
+    completely by pydicom instead.  The third value is the transfer syntax
+    when :func:`_read_header` read the file (Explicit or Implicit VR Little
+    Endian, as its file meta says), else None.
     """
     header = _read_header(raw) if has_header else None
+    known: str | None = None
     if header is None:
         fp = io.BytesIO(raw)
         ds: Dataset = dcmread(fp, force=not has_header, stop_before_pixels=True)
         pos = fp.tell()
     else:
-        ds, pos = header
+        ds, pos, known = header
     implicit, little = ds.original_encoding
-    if raw[pos:pos + 4] == _PIXEL_TAG and little and not _is_deflated(ds):
+    if raw[pos:pos + 4] == _PIXEL_TAG and little and (known or not _is_deflated(ds)):
         if implicit:
             length, start = struct.unpack_from("<I", raw, pos + 4)[0], pos + 8
         elif raw[pos + 4:pos + 6] in (b"OB", b"OW", b"UN"):
@@ -265,25 +268,28 @@ def _parse(raw: bytes, has_header: bool) -> tuple[Dataset, memoryview | None]:
             length, start = 0xFFFFFFFF, 0
         end = start + length
         if length != 0xFFFFFFFF and end <= len(raw) and len(raw) - end <= 1:
-            return ds, memoryview(raw)[start:end]
-    if pos >= len(raw) and not _is_deflated(ds):
-        return ds, None
+            return ds, memoryview(raw)[start:end], known
+    if pos >= len(raw) and (known or not _is_deflated(ds)):
+        return ds, None, known
     full = dcmread(io.BytesIO(raw), force=not has_header)
     full.keys()
-    return full, None
+    return full, None, None
 
 
 #: Explicit VRs as written in a file, and those with a 4-byte length.
 _VR_NAMES = {str(vr).encode("ascii"): str(vr) for vr in VR if len(str(vr)) == 2}
 _LONG_VRS = frozenset(str(vr).encode("ascii") for vr in EXPLICIT_VR_LENGTH_32)
 _TAG = struct.Struct("<HH")
-_EXPLICIT = struct.Struct("<2sH")
+#: An element's tag, VR and 2-byte length (explicit VR), or tag and 4-byte length (implicit).
+_EXPLICIT = struct.Struct("<HH2sH")
+_IMPLICIT = struct.Struct("<HHL")
 _LENGTH = struct.Struct("<L")
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
+_TRANSFER_SYNTAX = BaseTag(0x00020010)
 _ElementMap = dict[BaseTag, RawDataElement | DataElement]
 
 
-def _read_header(raw: bytes) -> tuple[FileDataset, int] | None:
+def _read_header(raw: bytes) -> tuple[FileDataset, int, str] | None:
     """What ``dcmread(stop_before_pixels=True)`` gives for a plain Part 10 file, read faster.
 
     Plain: little endian (Explicit or Implicit VR Little Endian), every element
@@ -291,26 +297,30 @@ def _read_header(raw: bytes) -> tuple[FileDataset, int] | None:
     command set, the first element's VR as the transfer syntax says.  The
     elements are the ones pydicom reads (undecoded, same VR, length, value
     and offset) and the data set is built as ``pydicom.filereader.read_partial``
-    builds it.  Returns the data set and the offset where reading stopped, or
-    None for anything else, which pydicom then reads itself.
+    builds it.  Returns the data set, the offset where reading stopped and
+    the transfer syntax, or None for anything else, which pydicom then reads
+    itself.
     """
     meta = _raw_elements(raw, 132, implicit=False, file_meta=True)
     if meta is None or not meta[0]:
         return None
     elements, pos = meta
-    file_meta = FileMetaDataset(elements)
-    file_meta.set_original_encoding(False, True, default_encoding)
-    try:  # pydicom decodes the first element, and rereads group 2 as implicit VR if it cannot
-        file_meta[next(iter(elements))]
-    except NotImplementedError:
-        return None
-    syntax = file_meta.get("TransferSyntaxUID")
-    if syntax == ExplicitVRLittleEndian:
+    syntax = _plain_text_uid(elements.get(_TRANSFER_SYNTAX))
+    if syntax == EXPLICIT_LE:
         implicit = False
-    elif syntax == ImplicitVRLittleEndian:
+    elif syntax == IMPLICIT_LE:
         implicit = True
     else:
         return None
+    file_meta = FileMetaDataset(elements)
+    file_meta.set_original_encoding(False, True, default_encoding)
+    first = cast(RawDataElement, next(iter(elements.values())))
+    if not (first.tag == 0x00020000 and first.VR == "UL" and first.length == 4):
+        try:  # pydicom decodes the first element (a group length of 4 bytes always decodes),
+            # and rereads group 2 as implicit VR if it cannot
+            file_meta[first.tag]
+        except NotImplementedError:
+            return None
     if pos + 6 > len(raw) or _TAG.unpack_from(raw, pos)[0] == 0:  # nothing, or a command set
         return None
     b0, b1 = raw[pos + 4], raw[pos + 5]
@@ -323,7 +333,18 @@ def _read_header(raw: bytes) -> tuple[FileDataset, int] | None:
     # pydicom wraps a Dataset of these elements; the FileDataset takes over its elements alone
     ds = FileDataset(io.BytesIO(raw), elements, raw[:128], file_meta, implicit, True)
     ds.set_original_encoding(implicit, True, ds._character_set)
-    return ds, pos
+    return ds, pos, syntax
+
+
+#: One ``BaseTag`` per tag number seen, shared by the data sets read (they are immutable ints).
+_BASE_TAGS: dict[int, BaseTag] = {}
+
+
+def _base_tag(tag: int) -> BaseTag:
+    if len(_BASE_TAGS) > 100_000:  # private tags of many vendors: keep it bounded
+        _BASE_TAGS.clear()
+    base = _BASE_TAGS[tag] = BaseTag(tag)
+    return base
 
 
 def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
@@ -334,25 +355,25 @@ def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
     """
     elements: _ElementMap = {}
     end = len(raw)
-    tag_at, explicit_at, length_at = _TAG.unpack_from, _EXPLICIT.unpack_from, _LENGTH.unpack_from
-    names, long_vrs, new = _VR_NAMES, _LONG_VRS, tuple.__new__
+    explicit_at, implicit_at, length_at = (_EXPLICIT.unpack_from, _IMPLICIT.unpack_from,
+                                           _LENGTH.unpack_from)
+    names, long_vrs, new, tags = _VR_NAMES, _LONG_VRS, tuple.__new__, _BASE_TAGS
     vr: str | None = None
     while pos < end:
         if pos + 8 > end:  # a cut element header: pydicom decides what that is
             return None
-        group, number = tag_at(raw, pos)
+        if implicit:
+            group, number, length = implicit_at(raw, pos)
+        else:
+            group, number, code, length = explicit_at(raw, pos)
         tag = group << 16 | number
         if (group != 2) if file_meta else (tag in _PIXEL_TAGS):
             break
-        if implicit:
-            length = length_at(raw, pos + 4)[0]
-            start = pos + 8
-        else:
-            code, length = explicit_at(raw, pos + 4)
+        start = pos + 8
+        if not implicit:
             vr = names.get(code)
             if vr is None:
                 return None
-            start = pos + 8
             if code in long_vrs:
                 if start + 4 > end:
                     return None
@@ -360,7 +381,7 @@ def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
                 start += 4
         if length == 0xFFFFFFFF or start + length > end or group == 0xFFFE:
             return None
-        base = BaseTag(tag)
+        base = tags.get(tag) or _base_tag(tag)
         value = raw[start:start + length] if length else empty_value_for_VR(vr, raw=True)
         # RawDataElement(base, vr, length, value, start, implicit, True), without keyword handling
         elements[base] = new(RawDataElement, (base, vr, length, value, start, implicit, True, True,
@@ -467,8 +488,16 @@ def _plain_value(ds: Dataset, tag: int, vr: str) -> bytes | None:
 
 def _plain_uid(ds: Dataset, tag: int) -> str | None:
     """A single-valued ASCII UI element as text (what pydicom decodes it to), else None."""
-    value = _plain_value(ds, tag, "UI")
-    if value is None or not value.isascii() or b"\\" in value:
+    return _plain_text_uid(ds.get_item(tag))
+
+
+def _plain_text_uid(elem: object) -> str | None:
+    """The text of an undecoded, little-endian, single-valued ASCII UI element, else None."""
+    if (not isinstance(elem, RawDataElement) or not elem.is_little_endian
+            or elem.VR not in ("UI", None) or not isinstance(elem.value, bytes)):
+        return None
+    value = elem.value
+    if not value.isascii() or b"\\" in value:
         return None
     return value.decode("ascii").rstrip("\x00 ")
 
