@@ -7,8 +7,8 @@ Times, on a local folder store:
    answer under ``_q/`` from nothing;
 2. an incremental run: one study changes, its index and both roots are merged.
 
-The study indexes are written on the aggregation's writer threads, as
-``aggregate`` writes them.  Reports wall time and the process's peak resident
+The study indexes are handed to the aggregation's writer, as ``aggregate``
+writes them (one thread on a folder unless ``--threads``).  Reports wall time and the process's peak resident
 memory.  Run: ``.venv/bin/python bench/bench_aggregate.py`` (``--studies/--series``
 to scale down, ``--threads 1`` for one writer).
 """
@@ -87,7 +87,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=LOCAL_WRITE_THREADS,
                         help=f"writer threads (default {LOCAL_WRITE_THREADS}, as aggregate uses "
-                             "on a folder)")
+                             "on a folder; S3 gets more)")
     parser.add_argument("--keep", action="store_true", help="leave the site in --work")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
