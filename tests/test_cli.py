@@ -76,4 +76,4 @@ def test_serve_answers_until_stopped(site_dir: Path) -> None:
         assert len(resp.json()) >= 2
     finally:
         os.kill(proc.pid, signal.SIGINT)
-        assert proc.wait(10) == 0
+        assert proc.wait(60) == 0  # a loaded CI machine can be slow to exit
