@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -48,6 +49,10 @@ def _serve(args: argparse.Namespace) -> int:
     token = args.stow_token or os.environ.get("STATIC_DICOMWEB_STOW_TOKEN") or None
     server = make_server(args.dest, args.host, args.port, token)
     writes = "STOW-RS on (token required)" if token else "read-only"
+    # stop on Ctrl-C and on SIGTERM (docker stop, systemd), also when started with SIGINT ignored
+    # (a background job of a non-interactive shell): Python then installs no handler of its own
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"serving {args.dest} at {base_url(server)}/ (DICOMweb root; {writes}; Ctrl-C stops)",
           file=sys.stderr)
     try:
