@@ -28,7 +28,9 @@ import pytest
 from pydicom.filewriter import dcmwrite
 
 from static_dicomweb.convert import convert
+from static_dicomweb.dicomjson import first
 from static_dicomweb.monailabel import MonaiLabelClient
+from static_dicomweb.qido import stored_answer
 from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.serve import serve_in_thread
 from static_dicomweb.spine import registry
@@ -78,10 +80,7 @@ class Airflow:
 
 def axial_series(store: LocalStore) -> list[dict[str, str]]:
     """The site's CT series with their study, patient and description, in patient order."""
-    from static_dicomweb import routing
-    from static_dicomweb.dicomjson import decode, first
-
-    rows = decode(store.get(routing.route("series", {"Modality": ["CT"]})))
+    rows = stored_answer(store, "series", {"Modality": ["CT"]})
     out = [{"study": first(r, "0020000D"), "series": first(r, "0020000E"), "patient": first(r, "00100020"),
             "description": first(r, "0008103E", "")} for r in rows]
     return sorted(out, key=lambda r: (r["patient"], r["description"]))

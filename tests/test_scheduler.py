@@ -95,47 +95,42 @@ def executor(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+@contextlib.contextmanager
+def _service(script: Path, name: str, prefix: str) -> Iterator[str]:
+    """Install and start a server with ``script start DIR PORT``; yield the URL it prints; stop it."""
+    # not pytest's tmp_path: run as root a server may run as another user (PostgreSQL runs as
+    # `postgres`), which cannot reach a folder under /tmp/pytest-of-root (0700); mkdtemp gives a
+    # folder it can be handed, and a short path (Redis's Unix socket DIR/redis.sock must fit in
+    # 107 bytes)
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    start = time.monotonic()
+    out = subprocess.run(["bash", str(script), "start", str(folder), str(free_port())],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
+                         check=False)
+    print(f"scripts/{script.name}: {time.monotonic() - start:.1f} s\n{out.stderr}")
+    try:
+        if out.returncode == CANNOT_BE_INSTALLED:
+            pytest.skip(f"{name} cannot be installed here: {out.stderr.strip()[-500:]}")
+        assert out.returncode == 0, f"scripts/{script.name} failed ({out.returncode}):\n{out.stderr}"
+        yield out.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(folder)], stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=120, check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def postgres_url(executor: str) -> Iterator[str]:
     # one server for each executor variant (hence the argument): each starts on an empty database
-    # not pytest's tmp_path: run as root the server runs as `postgres`, which cannot reach a
-    # folder under /tmp/pytest-of-root (0700); mkdtemp gives a folder it can be handed
-    folder = Path(tempfile.mkdtemp(prefix="sdw-postgres-"))
-    start = time.monotonic()
-    out = subprocess.run(["bash", str(POSTGRES_SH), "start", str(folder), str(free_port())],
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
-                         check=False)
-    print(f"scripts/postgres.sh: {time.monotonic() - start:.1f} s\n{out.stderr}")
-    try:
-        if out.returncode == CANNOT_BE_INSTALLED:
-            pytest.skip(f"PostgreSQL cannot be installed here: {out.stderr.strip()[-500:]}")
-        assert out.returncode == 0, f"scripts/postgres.sh failed ({out.returncode}):\n{out.stderr}"
-        yield out.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run(["bash", str(POSTGRES_SH), "stop", str(folder)], stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=120, check=False)
-        shutil.rmtree(folder, ignore_errors=True)
+    with _service(POSTGRES_SH, "PostgreSQL", "sdw-postgres-") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
     """The CeleryExecutor's broker (only that variant asks for it)."""
-    # a short path: the server's Unix socket (DIR/redis.sock) must fit in 107 bytes
-    folder = Path(tempfile.mkdtemp(prefix="sdw-redis-"))
-    start = time.monotonic()
-    out = subprocess.run(["bash", str(REDIS_SH), "start", str(folder), str(free_port())],
-                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=900,
-                         check=False)
-    print(f"scripts/redis.sh: {time.monotonic() - start:.1f} s\n{out.stderr}")
-    try:
-        if out.returncode == CANNOT_BE_INSTALLED:
-            pytest.skip(f"Redis cannot be installed here: {out.stderr.strip()[-500:]}")
-        assert out.returncode == 0, f"scripts/redis.sh failed ({out.returncode}):\n{out.stderr}"
-        yield out.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run(["bash", str(REDIS_SH), "stop", str(folder)], stdin=subprocess.DEVNULL,
-                       capture_output=True, timeout=120, check=False)
-        shutil.rmtree(folder, ignore_errors=True)
+    with _service(REDIS_SH, "Redis", "sdw-redis-") as url:
+        yield url
 
 
 # -- Airflow -------------------------------------------------------------------------------------

@@ -7,9 +7,15 @@ as Type 2 attributes are.  Every RetrieveURL is relative to the site root.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
-from .dicomjson import JsonDict, first
+from . import routing
+from .dicomjson import JsonDict, decode, first
+from .errors import KeyNotFoundError
+
+if TYPE_CHECKING:
+    from .store import Store
 
 CHARSET = "00080005"
 TIMEZONE = "00080201"
@@ -120,3 +126,27 @@ def sort_key_series(row: JsonDict) -> tuple[int, str]:
     """Series in SeriesNumber order, then by Series Instance UID."""
     number = first(row, SERIES_NUMBER)
     return (int(number) if isinstance(number, (int, float)) else 2**31, first(row, SERIES_UID, ""))
+
+
+def stored_answer(store: Store, resource: str, query: Mapping[str, Sequence[str]]) -> list[JsonDict]:
+    """The rows a site answers to a QIDO query (its precomputed answer, as ``serve`` routes it).
+
+    Parameters
+    ----------
+    store : Store
+        The site.
+    resource : str
+        ``studies`` or ``series``.
+    query : mapping of str to list of str
+        The query parameters, parsed (e.g. ``{"Modality": ["CT"]}``).
+
+    Returns
+    -------
+    list of dict
+        The DICOM JSON rows; ``[]`` when the site holds no answer (nothing matches).
+    """
+    try:
+        rows = decode(store.get(routing.route(resource, query)))
+    except KeyNotFoundError:
+        return []
+    return list(rows) if isinstance(rows, list) else []

@@ -19,9 +19,8 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowException, AirflowSkipException
 
 import static_dicomweb
-from static_dicomweb import routing
-from static_dicomweb.dicomjson import decode
-from static_dicomweb.errors import KeyNotFoundError, PermanentError
+from static_dicomweb.errors import PermanentError
+from static_dicomweb.qido import stored_answer
 from static_dicomweb.spine import registry
 from static_dicomweb.spine.dataset import export_dataset, upload_dataset
 from static_dicomweb.spine.manifest import TrainingManifest, build_manifest
@@ -224,19 +223,11 @@ def _safe(run_id: str) -> str:
 
 
 # --- monailabel_refresh -----------------------------------------------------------------------
-def expected_images(store: Store, query: dict[str, list[str]]) -> int:
-    """How many series MONAI Label should list: the rows of the site's answer to its search."""
-    try:
-        return len(decode(store.get(routing.route("series", query))))
-    except KeyNotFoundError:
-        return 0
-
-
 def refresh_datastore(params: dict[str, Any]) -> dict[str, Any]:
     """``POST /reload``, then check that the datastore lists every series the site answers."""
     client = MonaiLabelHook(params.get("monailabel_conn_id") or "monailabel_default").get_conn()
     query = {k: [str(v)] for k, v in (params.get("search_filter") or {"Modality": "CT"}).items()}
-    expected = expected_images(_store(params), query)
+    expected = len(stored_answer(_store(params), "series", query))
     before = client.image_count()
     client.reload()
     deadline = time.monotonic() + float(params.get("check_timeout_s", 120))

@@ -18,9 +18,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from static_dicomweb import keys, routing
+from static_dicomweb import keys
 from static_dicomweb.dicomjson import JsonDict, decode, first
 from static_dicomweb.errors import KeyNotFoundError
+from static_dicomweb.qido import stored_answer
 from static_dicomweb.store import Store
 
 SEG_MODALITY = "SEG"
@@ -86,17 +87,9 @@ class TrainingManifest:
                    skipped=list(data.get("skipped", [])))
 
 
-def _read_rows(store: Store, key: str) -> list[JsonDict]:
-    try:
-        rows = decode(store.get(key))
-    except KeyNotFoundError:
-        return []
-    return list(rows) if isinstance(rows, list) else []
-
-
 def seg_rows(store: Store) -> list[JsonDict]:
     """The QIDO rows of every SEG series of the site (its ``series?Modality=SEG`` answer)."""
-    return _read_rows(store, routing.route("series", {"Modality": [SEG_MODALITY]}))
+    return stored_answer(store, "series", {"Modality": [SEG_MODALITY]})
 
 
 def _referenced_series(store: Store, study: str, seg_series: str) -> str | None:
