@@ -8,9 +8,11 @@ Times, on a local folder store:
 2. an incremental run: one study changes, its index and both roots are merged.
 
 The study indexes are handed to the aggregation's writer, as ``aggregate``
-writes them (one thread on a folder unless ``--threads``).  Reports wall time and the process's peak resident
-memory.  Run: ``.venv/bin/python bench/bench_aggregate.py`` (``--studies/--series``
-to scale down, ``--threads 1`` for one writer).
+writes them: on a folder, in this process for the first writes, then in
+child processes beside it (``--no-offload``: all in this process).  Reports
+wall time, CPU time (this process and its writer processes) and peak
+resident memory of each.  Run: ``.venv/bin/python bench/bench_aggregate.py``
+(``--studies/--series`` to scale down).
 """
 
 from __future__ import annotations
@@ -74,9 +76,15 @@ def peak_mb() -> float:
 
 
 def cpu_s() -> tuple[float, float]:
-    """User and system CPU seconds of this process so far (all threads)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime, usage.ru_stime
+    """User and system CPU seconds of this process (all threads) and its ended children so far."""
+    own, children = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                          resource.RUSAGE_CHILDREN))
+    return own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
+
+
+def children_peak_mb() -> float:
+    """The largest peak resident memory of an ended child (the writer processes)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def main() -> int:
@@ -88,6 +96,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=LOCAL_WRITE_THREADS,
                         help=f"writer threads (default {LOCAL_WRITE_THREADS}, as aggregate uses "
                              "on a folder; S3 gets more)")
+    parser.add_argument("--no-offload", action="store_true",
+                        help="write in this process (default: a child process writes, beside it)")
     parser.add_argument("--keep", action="store_true", help="leave the site in --work")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
@@ -103,7 +113,7 @@ def main() -> int:
     first_study: tuple[str, list[dict]] | None = None  # type: ignore[type-arg]
 
     in_study_indexes = 0.0
-    writer = Writer(store, args.threads)
+    writer = Writer(store, args.threads, offload=not args.no_offload and None)
 
     def study_indexes() -> Iterator[tuple[str, dict, list[dict]]]:  # type: ignore[type-arg]
         nonlocal first_study, in_study_indexes
@@ -123,9 +133,10 @@ def main() -> int:
     full_peak = peak_mb()
     sizes = {k: store.path(k).stat().st_size for k in ("studies", "series")}
     print(f"full build of {args.studies} study indexes and both roots: {full:.1f} s "
-          f"({in_study_indexes:.1f} s handing study indexes to {args.threads} writers); "
+          f"({in_study_indexes:.1f} s handing study indexes to the writer); "
           f"CPU {full_cpu[0]:.1f} s user + {full_cpu[1]:.1f} s system; "
-          f"peak {full_peak:.0f} MB; studies {sizes['studies'] / 1e6:.1f} MB gz, "
+          f"peak {full_peak:.0f} MB (writer processes {children_peak_mb():.0f} MB); "
+          f"studies {sizes['studies'] / 1e6:.1f} MB gz, "
           f"series {sizes['series'] / 1e6:.1f} MB gz")
 
     assert first_study is not None
@@ -134,7 +145,7 @@ def main() -> int:
              "00200011": {"vr": "IS", "Value": [999]}}
     rows = [*rows, series_row(extra, 10)]
     started = time.perf_counter()
-    with Writer(store, args.threads) as writer:
+    with Writer(store, args.threads, offload=not args.no_offload and None) as writer:
         writer.submit(_put_json, store, keys.study_series(study), rows)
         lines = aggregate_roots(store, [(study, study_row(rows), rows)], writer=writer)
     write_manifest(store, get_profile("default"), lines)
@@ -148,7 +159,9 @@ def main() -> int:
             "full_cpu_user_s": round(full_cpu[0], 2), "full_cpu_system_s": round(full_cpu[1], 2),
             "making_rows_s": round(making, 2), "study_indexes_s": round(in_study_indexes, 2),
             "incremental_s": round(incremental, 2), "threads": args.threads,
-            "peak_mb": round(peak_mb()), "root_gz_bytes": sizes}, indent=2) + "\n")
+            "peak_mb": round(peak_mb()),
+            "writer_processes_peak_mb": round(children_peak_mb()), "offload": not args.no_offload,
+            "root_gz_bytes": sizes}, indent=2) + "\n")
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
     return 0

@@ -22,8 +22,12 @@ instead of ``.body``.  Keys never contain ``.body`` or ``+`` (UIDs are digits
 and dots, the other segments are letters), so ``studies/S/series/SE`` (a
 file) and ``studies/S/series/SE/...`` (a folder) live side by side and every
 file names one key.  ``serve`` maps request paths back by the same rule.
-Writes are atomic: a temporary file gets the bytes and the headers, then is
-renamed into place, so a body that exists is complete.
+Writes are atomic for readers: a new object's file is created in place and
+gets its headers attribute last, and a body without it is read as absent (a
+write in progress, or one interrupted, which the next write of the key
+replaces); an object that exists is replaced by a temporary file, bytes and
+headers, renamed over it.  Renaming every new file too took twice the kernel
+time a file creation takes, and a full build creates hundreds of thousands.
 
 Copy a local site with ``cp -a`` or ``rsync -aX`` (which keep extended
 attributes and the hidden mapping file); ``aws s3 sync`` does not carry them:
@@ -209,34 +213,66 @@ class LocalStore:
 
     # -- writing -------------------------------------------------------------
 
+    def _fill(self, fd: int, pieces: Sequence[Piece]) -> None:
+        """Write ``pieces`` to the open file ``fd``."""
+        buffers: list[bytes | memoryview] = []
+        for piece in pieces:
+            if isinstance(piece, (bytes, memoryview)):
+                if piece:
+                    buffers.append(piece)
+                continue
+            _write_all(fd, buffers)
+            buffers = []
+            if isinstance(piece, Slice):
+                self._copy_slice(fd, piece)
+            else:
+                with open(piece, "rb") as src:
+                    _copy_range(src.fileno(), fd, 0, os.fstat(src.fileno()).st_size)
+        _write_all(fd, buffers)
+
+    def _set_headers(self, fd: int, headers: bytes) -> bool:
+        """Give the open file its headers attribute; False on a file system without them."""
+        if self._xattr:
+            try:
+                os.setxattr(fd, XATTR, headers)
+                return True
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                    raise
+                log.info("%s: no user extended attributes; headers go to .head.json files",
+                         self.root)
+                self._xattr = False
+        return False
+
+    def _create(self, target: str, pieces: Sequence[Piece], headers: bytes) -> bool:
+        """Write a new object in place: the headers attribute, set last, marks it complete.
+
+        False when ``target`` exists (a replacement goes through a temporary
+        file and a rename) or the file system keeps no extended attributes.
+        """
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:
+            return False
+        done = False
+        try:
+            self._fill(fd, pieces)
+            done = self._set_headers(fd, headers)
+        finally:
+            if not done:  # remove what this call created, not a file renamed over it since
+                with contextlib.suppress(OSError):
+                    if Path(target).stat().st_ino == os.fstat(fd).st_ino:
+                        Path(target).unlink()
+            os.close(fd)
+        return done
+
     def _write(self, target: str, pieces: Sequence[Piece], headers: bytes) -> str:
-        self._mkdir(target.rpartition("/")[0])
+        """A complete temporary file beside ``target`` (headers included), to rename over it."""
         tmp = self._tmp_name(target)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
-            buffers: list[bytes | memoryview] = []
-            for piece in pieces:
-                if isinstance(piece, (bytes, memoryview)):
-                    if piece:
-                        buffers.append(piece)
-                    continue
-                _write_all(fd, buffers)
-                buffers = []
-                if isinstance(piece, Slice):
-                    self._copy_slice(fd, piece)
-                else:
-                    with open(piece, "rb") as src:
-                        _copy_range(src.fileno(), fd, 0, os.fstat(src.fileno()).st_size)
-            _write_all(fd, buffers)
-            if self._xattr:
-                try:
-                    os.setxattr(fd, XATTR, headers)
-                except OSError as exc:
-                    if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-                        raise
-                    log.info("%s: no user extended attributes; headers go to .head.json files",
-                             self.root)
-                    self._xattr = False
+            self._fill(fd, pieces)
+            self._set_headers(fd, headers)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
@@ -252,11 +288,7 @@ class LocalStore:
         return tmp
 
     def _copy_slice(self, out_fd: int, piece: Slice) -> None:
-        path = self._file(piece.key, BODY, self.mapping)
-        try:
-            src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError) as exc:
-            raise KeyNotFoundError(f"{piece.key}: not in {self.url}") from exc
+        src = self._open(piece.key)
         try:
             size = os.fstat(src).st_size
             _copy_range(src, out_fd, piece.start, size - piece.trim_end - piece.start)
@@ -265,24 +297,49 @@ class LocalStore:
 
     def put(self, spec: ObjectSpec, pieces: Sequence[Piece],
             meta: dict[str, str] | None = None) -> None:
-        """Write ``spec.key`` from ``pieces``: bytes and headers to a temporary file, then rename."""
+        """Write ``spec.key`` from ``pieces`` with its headers, atomically for readers.
+
+        A new object is created in place and its headers attribute is set
+        last: readers take a body without it for absent (an interrupted write
+        leaves such a body; the next write of the key replaces it).  An
+        existing object, or any object on a file system without extended
+        attributes, is written to a temporary file renamed over it.
+        """
         _check_key(spec.key)  # before anything is written, the mapping record included
         target = self._mapped(spec.key, BODY, self._writable_mapping())
         headers = spec.headers()
         for name, value in (meta or {}).items():
             headers[f"x-amz-meta-{name}"] = value
         encoded = _HEADERS_JSON.encode(headers).encode()
+        self._mkdir(target.rpartition("/")[0])
+        if self._xattr and self._create(target, pieces, encoded):
+            return
         os.replace(self._write(target, pieces, encoded), target)
 
     # -- reading -------------------------------------------------------------
 
-    def get(self, key: str) -> bytes:
-        """The stored body of ``key``."""
+    def _open(self, key: str) -> int:
+        """An open descriptor of ``key``'s complete body."""
+        mapping = self.mapping
         try:
-            with open(self._file(key, BODY, self.mapping), "rb") as fh:
-                return fh.read()
+            fd = os.open(self._file(key, BODY, mapping), os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise KeyNotFoundError(f"{key}: not in {self.url}") from exc
+        try:
+            os.getxattr(fd, XATTR)
+        except OSError as exc:
+            # no attribute on a file system that keeps them: a write in progress (or
+            # interrupted), unless the headers are in a sidecar (a site copied from elsewhere)
+            if exc.errno == errno.ENODATA and not Path(self._file(key, HEAD, mapping)).exists():
+                os.close(fd)
+                raise KeyNotFoundError(f"{key}: not in {self.url} (being written)") from exc
+        return fd
+
+    def get(self, key: str) -> bytes:
+        """The stored body of ``key``."""
+        fd = self._open(key)
+        with open(fd, "rb") as fh:
+            return fh.read()
 
     def headers(self, key: str) -> dict[str, str] | None:
         """The headers of ``key`` or None when its body does not exist."""
