@@ -16,7 +16,9 @@ import multiprocessing
 import os
 import pickle
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -27,7 +29,7 @@ from .dicomjson import JsonDict, dataset_to_json, encode_attributes, gzip_bytes
 from .errors import ConflictError, RejectedInstanceError
 from .profiles import Profile, get_profile
 from .qido import instance_row
-from .reader import SourceInstance, plain_us, read_instance
+from .reader import Loaded, SourceInstance, load, plain_us, read_instance
 from .store import Store
 from .thumbnail import render
 
@@ -109,10 +111,10 @@ class InstanceWriter:
         self.store = store
         self.profile = profile
 
-    def __call__(self, path: Path) -> Written | Rejected:
-        """Convert one file; every problem becomes a :class:`Rejected`."""
+    def __call__(self, path: Path, loaded: Loaded | None = None) -> Written | Rejected:
+        """Convert one file (``loaded``: its bytes, read ahead); every problem becomes a :class:`Rejected`."""
         try:
-            return self.write(read_instance(path))
+            return self.write(read_instance(path, loaded=loaded))
         except RejectedInstanceError as exc:
             log.warning("rejected %s: %s", path, exc.reason)
             return Rejected(str(path), exc.reason)
@@ -178,6 +180,10 @@ class InstanceWriter:
         return dict(sorted(meta.items()))
 
 
+#: Files read ahead of the one being converted, in one process.
+READ_AHEAD = 2
+
+
 def _pool_init(store: Store, profile: Profile) -> None:
     global _WORKER
     # a copy made through pickle: each worker opens its own connections (boto3 clients are not
@@ -197,7 +203,17 @@ def _run(files: Sequence[Path], store: Store, profile: Profile,
          workers: int) -> Iterator[Written | Rejected]:
     if workers <= 1 or len(files) < 2:
         writer = InstanceWriter(store, profile)
-        yield from (writer(f) for f in files)
+        # a thread reads and hashes the next files while this one parses and writes
+        with ThreadPoolExecutor(1, thread_name_prefix="sdw-read") as reader:
+            ahead: deque[tuple[Path, Future[Loaded | None]]] = deque()
+            for path in files:
+                ahead.append((path, reader.submit(load, path)))
+                if len(ahead) > READ_AHEAD:
+                    done, loading = ahead.popleft()
+                    yield writer(done, loading.result())
+            while ahead:
+                done, loading = ahead.popleft()
+                yield writer(done, loading.result())
         return
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers, initializer=_pool_init, initargs=(store, profile)) as pool:

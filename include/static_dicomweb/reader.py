@@ -11,7 +11,7 @@ import hashlib
 import io
 import logging
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import cast
@@ -117,10 +117,12 @@ class SourceInstance:
     sop_class: str
     #: (7FE0,0010) when read without copying (native pixel data), else None.
     pixel_view: memoryview | None = None
-    sha256: str = field(init=False)
+    #: The SHA-256 of ``p10`` (hex); computed here when not given.
+    sha256: str = ""
 
     def __post_init__(self) -> None:
-        self.sha256 = hashlib.sha256(self.p10).hexdigest()
+        if not self.sha256:
+            self.sha256 = sha256_hex(self.p10)
 
     @property
     def pixel_data(self) -> bytes | memoryview | None:
@@ -154,7 +156,35 @@ UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, NotIm
               OverflowError, EOFError, LookupError, struct.error)
 
 
-def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance:
+def sha256_hex(data: bytes | memoryview) -> str:
+    """The SHA-256 of ``data`` in hex (hashlib lets other threads run meanwhile)."""
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A file's bytes and their SHA-256, read ahead of :func:`read_instance` (see :func:`load`)."""
+
+    data: bytes
+    sha256: str
+
+
+def load(path: str | Path) -> Loaded | None:
+    """Read ``path`` and hash it, for a reader thread; None when it cannot be read.
+
+    Both steps release the GIL, so a thread running this for the next file
+    overlaps the parsing of the current one.  A file that cannot be read is
+    left to :func:`read_instance`, which names the reason.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    return Loaded(data, sha256_hex(data))
+
+
+def read_instance(path: str | Path, data: bytes | None = None,
+                  loaded: Loaded | None = None) -> SourceInstance:
     """Read and check one Part 10 file.
 
     Parameters
@@ -163,6 +193,8 @@ def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance
         The file, also used in every message.
     data
         Its bytes when already in memory (STOW-RS parts).
+    loaded
+        Its bytes and their hash, read ahead by :func:`load`.
 
     Raises
     ------
@@ -172,13 +204,15 @@ def read_instance(path: str | Path, data: bytes | None = None) -> SourceInstance
 
     """
     try:
+        if loaded is not None:
+            return _read_instance(path, loaded.data, loaded.sha256)
         return _read_instance(path, data)
     except UNREADABLE as exc:
         raise RejectedInstanceError(str(path), f"could not be read: {type(exc).__name__}: "
                                                f"{exc}") from exc
 
 
-def _read_instance(path: str | Path, data: bytes | None) -> SourceInstance:
+def _read_instance(path: str | Path, data: bytes | None, sha256: str = "") -> SourceInstance:
     name = str(path)
     try:
         raw = Path(path).read_bytes() if data is None else data
@@ -229,7 +263,7 @@ def _read_instance(path: str | Path, data: bytes | None) -> SourceInstance:
     p10 = raw if has_header else _as_part10(ds, syntax.uid)
     inst = SourceInstance(name, p10, ds, syntax, uids["StudyInstanceUID"],
                           uids["SeriesInstanceUID"], uids["SOPInstanceUID"], uids["SOPClassUID"],
-                          pixel_view)
+                          pixel_view, sha256 if p10 is raw else "")
     _ = inst.frames  # check the pixel data now, so a bad file is rejected before writing
     return inst
 
