@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,9 +84,44 @@ def cpu_s() -> tuple[float, float]:
     return own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
 
 
-def children_peak_mb() -> float:
-    """The largest peak resident memory of an ended child (the writer processes)."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+def _status(pid: int) -> dict[str, str]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in text.splitlines())}
+
+
+class ChildPeaks:
+    """The peak resident memory of this process's children, read from ``/proc`` while they run.
+
+    (``RUSAGE_CHILDREN`` would count the parent's memory: a child started by
+    ``vfork`` and ``exec`` inherits the high-water mark of the memory it shared.)
+    """
+
+    def __init__(self) -> None:
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        me, known, rounds = str(os.getpid()), set(), 0
+        while not self._stop.wait(0.25):
+            if rounds % 4 == 0:  # look for new children every second, read known ones 4 times
+                known |= {int(e.name) for e in os.scandir("/proc") if e.name.isdigit()
+                          and _status(int(e.name)).get("PPid") == me}
+            rounds += 1
+            for pid in list(known):
+                status = _status(pid)
+                if "VmHWM" not in status:
+                    known.discard(pid)
+                    continue
+                self.peaks[pid] = max(self.peaks.get(pid, 0), int(status["VmHWM"].split()[0]) / 1024)
+
+    def largest(self) -> float:
+        """The largest peak of one child so far (MB)."""
+        return max(self.peaks.values(), default=0.0)
 
 
 def main() -> int:
@@ -100,6 +137,7 @@ def main() -> int:
                         help="write in this process (default: a child process writes, beside it)")
     parser.add_argument("--keep", action="store_true", help="leave the site in --work")
     args = parser.parse_args()
+    child_peaks = ChildPeaks()
     shutil.rmtree(args.work, ignore_errors=True)
     store = LocalStore(args.work)
     started = time.perf_counter()
@@ -135,7 +173,7 @@ def main() -> int:
     print(f"full build of {args.studies} study indexes and both roots: {full:.1f} s "
           f"({in_study_indexes:.1f} s handing study indexes to the writer); "
           f"CPU {full_cpu[0]:.1f} s user + {full_cpu[1]:.1f} s system; "
-          f"peak {full_peak:.0f} MB (writer processes {children_peak_mb():.0f} MB); "
+          f"peak {full_peak:.0f} MB (writer processes {child_peaks.largest():.0f} MB); "
           f"studies {sizes['studies'] / 1e6:.1f} MB gz, "
           f"series {sizes['series'] / 1e6:.1f} MB gz")
 
@@ -160,7 +198,7 @@ def main() -> int:
             "making_rows_s": round(making, 2), "study_indexes_s": round(in_study_indexes, 2),
             "incremental_s": round(incremental, 2), "threads": args.threads,
             "peak_mb": round(peak_mb()),
-            "writer_processes_peak_mb": round(children_peak_mb()), "offload": not args.no_offload,
+            "writer_processes_peak_mb": round(child_peaks.largest()), "offload": not args.no_offload,
             "root_gz_bytes": sizes}, indent=2) + "\n")
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)

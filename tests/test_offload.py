@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from static_dicomweb import keys
+from static_dicomweb import aggregate, keys
 from static_dicomweb.aggregate import OFFLOAD_AFTER, Writer, _put_json, aggregate_roots
 from static_dicomweb.errors import KeyNotFoundError, RejectedInstanceError, StoreError
 from static_dicomweb.offload import ChildWriter, _portable
@@ -40,7 +40,11 @@ def _tree(store: LocalStore) -> dict[str, tuple[bytes, str]]:
     return {k: (store.get(k), json.dumps(store.headers(k), sort_keys=True)) for k in store.walk()}
 
 
-def test_child_processes_write_what_this_process_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("large", [10_000, 50])
+def test_child_processes_write_what_this_process_writes(tmp_path: Path, large: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # with 50, the roots' answers and pages are written in this process, the rest in children
+    monkeypatch.setattr(aggregate, "LARGE_GROUP", large)
     inline, offloaded = LocalStore(tmp_path / "inline"), LocalStore(tmp_path / "offloaded")
     _build(inline, offload=False)
     _build(offloaded, offload=True)

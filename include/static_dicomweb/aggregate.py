@@ -59,6 +59,8 @@ OFFLOAD_AFTER = 64
 #: ... and how many, at most: a full NLST-size build took 75 s in one process, 62 s with one
 #: child writing, 51 s with two (2 cores; docs/benchmarks.md).
 WRITE_PROCESSES = 2
+#: Answers from this many rows or more (both waves) are written in the merging process itself.
+LARGE_GROUP = 10_000
 #: Small query answers written per task (one task per object costs more than the object).
 _BATCH = 256
 _T = TypeVar("_T")
@@ -134,6 +136,19 @@ class Writer:
         while len(self._pending) >= self._limit:
             self._pending.popleft().result()
         self._pending.append(self._pool.submit(fn, *args))
+
+    def submit_large(self, fn: Callable[..., None], *args: object) -> None:
+        """Like :meth:`submit`, for a write whose arguments are large (the roots' rows).
+
+        On threads it is submitted; with writer processes it runs here, in
+        this process, which holds those arguments already: copied to a child,
+        a full NLST-size build's root rows took a gigabyte in each.  Submit it
+        after the small writes of its wave, so the children have work meanwhile.
+        """
+        if self._pool is None:
+            fn(*args)
+        else:
+            self.submit(fn, *args)
 
     def map(self, fn: Callable[[_T], _R], items: Iterable[_T]) -> Iterator[_R]:
         """``fn`` over ``items`` on the pool, lazily, results in order."""
@@ -509,13 +524,25 @@ class _Plan:
         for start in range(0, len(self.one_row), _BATCH):
             writer.submit(_store_one_row_answers, store, self.one_row[start:start + _BATCH])
         paged = [g for g in self.groups if _may_have_pages(g)]
-        for chunk in _chunks(paged, lambda g: len(_page_offsets(len(g.lines))) * len(g.answers) + 1):
+        small = [g for g in paged if not _large(g)]
+        for chunk in _chunks(small, lambda g: len(_page_offsets(len(g.lines))) * len(g.answers) + 1):
             writer.submit(_store_pages, store, chunk)
+        for group in paged:
+            if _large(group):
+                writer.submit_large(_store_pages, store, [group])
 
     def submit_second_wave(self, store: Store, writer: Writer) -> None:
         """The whole answers (after the first wave is stored)."""
-        for chunk in _chunks(self.groups, lambda g: len(g.answers)):
+        for chunk in _chunks([g for g in self.groups if not _large(g)], lambda g: len(g.answers)):
             writer.submit(_store_wholes, store, chunk)
+        for group in self.groups:
+            if _large(group):
+                writer.submit_large(_store_wholes, store, [group])
+
+
+def _large(group: _Group) -> bool:
+    """Whether a group's rows are too many to copy to a writer process (the roots, at scale)."""
+    return len(group.lines) + len(group.old or ()) >= LARGE_GROUP
 
 
 def _may_have_pages(group: _Group) -> bool:
