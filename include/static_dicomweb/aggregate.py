@@ -85,8 +85,9 @@ class Writer:
     submitted before a :meth:`wait` are stored (or have raised) when it
     returns, so the ordering rules (pages before the answer counting them,
     objects before the index naming them, the manifest last) are kept by
-    waiting between waves.  With ``threads=1`` everything runs in the
-    caller's thread.
+    waiting between waves.  With ``threads=1`` the writes run in the
+    caller's thread, except on a local folder once a merge is large: then
+    in child processes (``offload``).
 
     Parameters
     ----------
