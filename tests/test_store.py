@@ -128,6 +128,7 @@ def test_interrupted_new_write_reads_as_absent_and_is_replaced(store: LocalStore
     # write in progress, or one that was interrupted
     store.path("a/c").write_bytes(b"half of")
     assert store.headers("a/c") is None
+    assert list(store.walk()) == ["a/b"]
     with pytest.raises(KeyNotFoundError, match="a/c"):
         store.get("a/c")
     with pytest.raises(KeyNotFoundError, match="a/c"):
@@ -156,6 +157,7 @@ def test_headers_in_sidecars_without_extended_attributes(tmp_path: Path) -> None
     assert reader.get("a/b") == b"two" == reader.get("a/c")
     assert reader.headers("a/b")["Content-Type"] == "text/plain"  # type: ignore[index]
     assert reader.children("a/") == ["b", "c"]
+    assert list(reader.walk("a/")) == ["a/b", "a/c"]
 
 
 # -- missing keys ------------------------------------------------------------

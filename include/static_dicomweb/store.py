@@ -325,14 +325,9 @@ class LocalStore:
             fd = os.open(self._file(key, BODY, mapping), os.O_RDONLY | os.O_CLOEXEC)
         except (FileNotFoundError, NotADirectoryError) as exc:
             raise KeyNotFoundError(f"{key}: not in {self.url}") from exc
-        try:
-            os.getxattr(fd, XATTR)
-        except OSError as exc:
-            # no attribute on a file system that keeps them: a write in progress (or
-            # interrupted), unless the headers are in a sidecar (a site copied from elsewhere)
-            if exc.errno == errno.ENODATA and not Path(self._file(key, HEAD, mapping)).exists():
-                os.close(fd)
-                raise KeyNotFoundError(f"{key}: not in {self.url} (being written)") from exc
+        if not _complete(fd, self._file(key, HEAD, mapping)):
+            os.close(fd)
+            raise KeyNotFoundError(f"{key}: not in {self.url} (being written)")
         return fd
 
     def get(self, key: str) -> bytes:
@@ -394,7 +389,7 @@ class LocalStore:
                 Path(self._file(key, suffix, mapping)).unlink()
 
     def walk(self, prefix: str = "") -> Iterator[str]:
-        """Every key under ``prefix`` (walks the folder)."""
+        """Every key under ``prefix`` (walks the folder; bodies still being written are not keys)."""
         _check_key(prefix, prefix=True)
         parts = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
         under = "/".join(parts) + "/" if parts else ""
@@ -408,7 +403,8 @@ class LocalStore:
             for name in sorted(files):
                 if name.endswith(BODY) and not name.startswith("."):
                     key = lead + name[: -len(BODY)].replace(JOIN, "/")
-                    if key.startswith(under):
+                    head = f"{folder}/{name[: -len(BODY)]}{HEAD}"
+                    if key.startswith(under) and _complete(f"{folder}/{name}", head):
                         yield key
 
     @contextlib.contextmanager
@@ -440,6 +436,22 @@ def _check_key(key: str, *, prefix: bool = False) -> None:
         raise StoreError(f"key {key!r} is not a clean relative path")
     if JOIN in key:
         raise StoreError(f"key {key!r} holds {JOIN!r}, which no key of a site holds")
+
+
+def _complete(body: int | str, sidecar: str) -> bool:
+    """Whether a body file (open descriptor or path) is a whole object, not a write in progress.
+
+    It is when it has its headers attribute, or its headers are in a sidecar
+    (a site written or copied where there are no extended attributes), or
+    the file system keeps no attributes (such writes are renamed into place).
+    """
+    try:
+        os.getxattr(body, XATTR)
+    except OSError as exc:
+        if exc.errno == errno.ENODATA:
+            return Path(sidecar).exists()
+        return exc.errno != errno.ENOENT
+    return True
 
 
 def _write_all(fd: int, buffers: Sequence[bytes | memoryview]) -> None:
