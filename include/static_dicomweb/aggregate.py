@@ -97,10 +97,11 @@ class Writer:
     threads
         How many writes run at once (default: :func:`write_threads`).
     offload
-        For one thread on a local folder: run the writes in a child process
-        (:mod:`.offload`, :func:`write_processes` of them), beside this one.  None (default): once
-        :data:`OFFLOAD_AFTER` writes were submitted, so a small merge starts
-        no process and a full build overlaps computing with writing.
+        For one thread on a local folder: run the writes in child processes
+        (:mod:`.offload`, :func:`write_processes` of them), beside this one.
+        None (default): once :data:`OFFLOAD_AFTER` writes were submitted, so
+        a small merge starts no process and a full build overlaps computing
+        with writing.
 
     """
 
@@ -123,7 +124,11 @@ class Writer:
         self._limit = 64 * self.threads
 
     def submit(self, fn: Callable[..., None], *args: object) -> None:
-        """Run ``fn(*args)`` on the pool; a few hundred wait at most, so memory stays flat."""
+        """Run ``fn(*args)`` (module-level ``fn``, picklable arguments) on the threads or children.
+
+        On threads a few hundred writes wait at most, so memory stays flat; a
+        child process is sent one batch at a time.
+        """
         if self._pool is None:
             if self._child is None and self._offload_after is not None \
                     and self._submitted >= self._offload_after:

@@ -1,18 +1,19 @@
-"""Writes to a local folder, run in a child process beside the one computing them.
+"""Writes to a local folder, run in child processes beside the one computing them.
 
 A full build of a site's indexes creates hundreds of thousands of small
 files.  Creating a file is work in the kernel (about half of a full build's
 time here), and a thread cannot overlap it with the Python that computes the
 bodies: each of its system calls gives the GIL back and waits to get it again
-from a busy thread.  A child process can: :class:`ChildWriter` sends it the
+from a busy thread.  Child processes can: :class:`ChildWriter` sends them the
 writes (a module-level function and its arguments, pickled in batches over a
-pipe), the child runs them in order on its own :class:`~.store.LocalStore` of
-the same folder, and :meth:`ChildWriter.wait` returns once everything sent so
-far is stored, raising the first error.  After an error the child skips the
-rest of the writes sent before the next wait (a later write may be an index
-naming what failed).
+pipe, in turn to each child), each child runs what it gets in order on its
+own :class:`~.store.LocalStore` of the same folder, and
+:meth:`ChildWriter.wait` returns once everything sent so far is stored,
+raising the first error.  After an error a child skips the rest of the
+writes sent to it before the next wait (a later write may be an index naming
+what failed).
 
-The child is ``python -m static_dicomweb.offload``: a plain subprocess, so it
+A child is ``python -m static_dicomweb.offload``: a plain subprocess, so it
 works inside Airflow tasks and daemonic workers alike, and it exits when its
 parent closes the pipe or dies.
 """
@@ -193,7 +194,7 @@ class ChildWriter:
             self.abandon()
 
     def abandon(self) -> None:
-        """Stop the children now; writes not yet run are dropped."""
+        """Send nothing more; the children finish what they were sent, then exit."""
         self._batch = []
         for child in self._children:
             child.stop()
