@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 
@@ -12,17 +11,10 @@ from static_dicomweb import aggregate, keys
 from static_dicomweb.aggregate import OFFLOAD_AFTER, Writer, _put_json, aggregate_roots
 from static_dicomweb.errors import KeyNotFoundError, RejectedInstanceError, StoreError
 from static_dicomweb.offload import ChildWriter, _portable
-from static_dicomweb.qido import series_row, study_row
+from static_dicomweb.qido import study_row
 from static_dicomweb.store import LocalStore, Slice
 
-
-def _rows(study: str, count: int) -> list[dict]:  # type: ignore[type-arg]
-    return [series_row({"0020000D": {"vr": "UI", "Value": [study]},
-                        "0020000E": {"vr": "UI", "Value": [f"{study}.{n}"]},
-                        "00200011": {"vr": "IS", "Value": [n]},
-                        "00080060": {"vr": "CS", "Value": ["CT"]},
-                        "00100020": {"vr": "LO", "Value": [f"P{n % 7}"]}}, 3)
-            for n in range(1, count + 1)]
+from .test_queries import _series_rows, _tree
 
 
 def _build(store: LocalStore, offload: bool) -> None:
@@ -30,14 +22,10 @@ def _build(store: LocalStore, offload: bool) -> None:
     with Writer(store, 1, offload=offload) as writer:
         for s in range(40):
             study = f"1.2.{s}"
-            rows = _rows(study, 1 + s % 5 + (120 if s == 3 else 0))
+            rows = _series_rows(study, 1 + s % 5 + (120 if s == 3 else 0), patients=7)
             writer.submit(_put_json, store, keys.study_series(study), rows)
             updated.append((study, study_row(rows), rows))
         aggregate_roots(store, updated, writer=writer)
-
-
-def _tree(store: LocalStore) -> dict[str, tuple[bytes, str]]:
-    return {k: (store.get(k), json.dumps(store.headers(k), sort_keys=True)) for k in store.walk()}
 
 
 @pytest.mark.parametrize("large", [10_000, 50])
@@ -48,8 +36,8 @@ def test_child_processes_write_what_this_process_writes(tmp_path: Path, large: i
     inline, offloaded = LocalStore(tmp_path / "inline"), LocalStore(tmp_path / "offloaded")
     _build(inline, offload=False)
     _build(offloaded, offload=True)
-    tree = _tree(offloaded)
-    assert tree == _tree(inline)
+    tree = _tree(offloaded.root)
+    assert tree == _tree(inline.root)
     assert len(tree) > 200  # study indexes, both roots, answers by UID, patient and modality, pages
     assert not [p for p in offloaded.root.rglob(".*.tmp")]
 

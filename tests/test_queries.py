@@ -144,13 +144,14 @@ def test_paging_by_rows_received_ends_for_every_filter(sample_dir: Path, site_ur
                                     offset=100, limit=100) == []
 
 
-def _series_rows(study: str, count: int) -> list[dict]:  # type: ignore[type-arg]
+def _series_rows(study: str, count: int, patients: int = 1) -> list[dict]:  # type: ignore[type-arg]
+    """QIDO rows of ``count`` CT series of ``study``, spread over patients P1 … P<patients>."""
     rows = []
     for n in range(1, count + 1):
         meta = {"0020000D": {"vr": "UI", "Value": [study]},
                 "0020000E": {"vr": "UI", "Value": [f"{study}.{n}"]},
                 "00200011": {"vr": "IS", "Value": [n]}, "00080060": {"vr": "CS", "Value": ["CT"]},
-                "00100020": {"vr": "LO", "Value": ["P1"]}}
+                "00100020": {"vr": "LO", "Value": [f"P{n % patients + 1}"]}}
         rows.append(series_row(meta, 3))
     return rows
 

@@ -112,9 +112,10 @@ class Writer:
         self._pool: ThreadPoolExecutor | None = None
         self._child: ChildWriter | None = None
         self._submitted = 0
-        #: submits after which writes move to a child process (None: never)
-        self._offload_after = None if self.threads > 1 or not isinstance(store, LocalStore) \
-            else {True: 0, None: OFFLOAD_AFTER, False: None}[offload]
+        #: submits after which writes move to child processes (None: never)
+        self._offload_after: int | None = None
+        if self.threads <= 1 and isinstance(store, LocalStore) and offload is not False:
+            self._offload_after = 0 if offload else OFFLOAD_AFTER
         if self.threads > 1:
             # an S3 client is made on first use, and boto3 does not make clients safely from
             # several threads at once: use the store once from this thread
@@ -129,19 +130,19 @@ class Writer:
         On threads a few hundred writes wait at most, so memory stays flat; a
         child process is sent one batch at a time.
         """
-        if self._pool is None:
-            if self._child is None and self._offload_after is not None \
-                    and self._submitted >= self._offload_after:
-                self._child = ChildWriter(cast(LocalStore, self.store), write_processes())
-            self._submitted += 1
-            if self._child is not None:
-                self._child.submit(fn, *args)
-            else:
-                fn(*args)
+        if self._pool is not None:
+            while len(self._pending) >= self._limit:
+                self._pending.popleft().result()
+            self._pending.append(self._pool.submit(fn, *args))
             return
-        while len(self._pending) >= self._limit:
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(fn, *args))
+        if self._child is None and self._offload_after is not None \
+                and self._submitted >= self._offload_after:
+            self._child = ChildWriter(cast(LocalStore, self.store), write_processes())
+        self._submitted += 1
+        if self._child is not None:
+            self._child.submit(fn, *args)
+        else:
+            fn(*args)
 
     def submit_large(self, fn: Callable[..., None], *args: object) -> None:
         """Like :meth:`submit`, for a write whose arguments are large (the roots' rows).
@@ -530,25 +531,32 @@ class _Plan:
         for start in range(0, len(self.one_row), _BATCH):
             writer.submit(_store_one_row_answers, store, self.one_row[start:start + _BATCH])
         paged = [g for g in self.groups if _may_have_pages(g)]
-        small = [g for g in paged if not _large(g)]
-        for chunk in _chunks(small, lambda g: len(_page_offsets(len(g.lines))) * len(g.answers) + 1):
-            writer.submit(_store_pages, store, chunk)
-        for group in paged:
-            if _large(group):
-                writer.submit_large(_store_pages, store, [group])
+        _submit_groups(store, writer, _store_pages, paged,
+                       lambda g: len(_page_offsets(len(g.lines))) * len(g.answers) + 1)
 
     def submit_second_wave(self, store: Store, writer: Writer) -> None:
         """The whole answers (after the first wave is stored)."""
-        for chunk in _chunks([g for g in self.groups if not _large(g)], lambda g: len(g.answers)):
-            writer.submit(_store_wholes, store, chunk)
-        for group in self.groups:
-            if _large(group):
-                writer.submit_large(_store_wholes, store, [group])
+        _submit_groups(store, writer, _store_wholes, self.groups, lambda g: len(g.answers))
 
 
-def _large(group: _Group) -> bool:
-    """Whether a group's rows are too many to copy to a writer process (the roots, at scale)."""
-    return len(group.lines) + len(group.old or ()) >= LARGE_GROUP
+def _submit_groups(store: Store, writer: Writer,
+                   fn: Callable[[Store, Sequence[_Group]], None], groups: Sequence[_Group],
+                   weight: Callable[[_Group], int]) -> None:
+    """``fn`` over ``groups``: the small ones in chunks, then each large one apart.
+
+    Small groups go in chunks of about :data:`_BATCH` objects.  A large one
+    (from :data:`LARGE_GROUP` rows, the roots at scale) goes by
+    :meth:`Writer.submit_large`: copying its rows to a writer process costs
+    more than writing it here.
+    """
+    small: list[_Group] = []
+    large: list[_Group] = []
+    for group in groups:
+        (large if len(group.lines) + len(group.old or ()) >= LARGE_GROUP else small).append(group)
+    for chunk in _chunks(small, weight):
+        writer.submit(fn, store, chunk)
+    for group in large:
+        writer.submit_large(fn, store, [group])
 
 
 def _may_have_pages(group: _Group) -> bool:
@@ -651,29 +659,6 @@ def _put_empty_page(store: Store) -> None:
     """The shared empty page, before any answer whose later offsets route to it."""
     if store.headers(routing.EMPTY_KEY) is None:
         store.put(_query_spec(routing.EMPTY_KEY), [_EMPTY_GZ], meta={"rows": "0"})
-
-
-def write_query_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes],
-                        touched: Sequence[bytes], old: Sequence[bytes],
-                        writer: Writer | None = None) -> int:
-    """Rewrite the query answers that the touched (and replaced) root lines change.
-
-    Answers by UID are per touched study and series, written only when their
-    row changed; answers by patient and by modality are rebuilt for every
-    patient and modality named by a row that was added, changed or removed.
-    Pages are stored before the answers that count them.  Returns the number
-    of answers written.
-    """
-    with contextlib.ExitStack() as stack:
-        if writer is None:
-            writer = stack.enter_context(Writer(store))
-        _put_empty_page(store)
-        plan = _plan_answers(store, studies, series, touched, old, None)
-        plan.submit_first_wave(store, writer)
-        writer.wait()
-        plan.submit_second_wave(store, writer)
-        writer.wait()
-    return plan.count()
 
 
 def aggregate_roots(store: Store,

@@ -114,7 +114,8 @@ class InstanceWriter:
     def __call__(self, path: Path, loaded: Loaded | None = None) -> Written | Rejected:
         """Convert one file (``loaded``: its bytes, read ahead); every problem becomes a :class:`Rejected`."""
         try:
-            return self.write(read_instance(path, loaded=loaded))
+            inst = read_instance(path, loaded.data, loaded.sha256) if loaded else read_instance(path)
+            return self.write(inst)
         except RejectedInstanceError as exc:
             log.warning("rejected %s: %s", path, exc.reason)
             return Rejected(str(path), exc.reason)

@@ -186,13 +186,6 @@ class ChildWriter:
             if error is not None:
                 raise pickle.loads(error)
 
-    def close(self) -> None:
-        """Wait for the writes, then let the children exit."""
-        try:
-            self.wait()
-        finally:
-            self.abandon()
-
     def abandon(self) -> None:
         """Send nothing more; the children finish what they were sent, then exit."""
         self._batch = []

@@ -183,8 +183,7 @@ def load(path: str | Path) -> Loaded | None:
     return Loaded(data, sha256_hex(data))
 
 
-def read_instance(path: str | Path, data: bytes | None = None,
-                  loaded: Loaded | None = None) -> SourceInstance:
+def read_instance(path: str | Path, data: bytes | None = None, sha256: str = "") -> SourceInstance:
     """Read and check one Part 10 file.
 
     Parameters
@@ -192,9 +191,9 @@ def read_instance(path: str | Path, data: bytes | None = None,
     path
         The file, also used in every message.
     data
-        Its bytes when already in memory (STOW-RS parts).
-    loaded
-        Its bytes and their hash, read ahead by :func:`load`.
+        Its bytes when already in memory (STOW-RS parts, or read ahead by :func:`load`).
+    sha256
+        The SHA-256 of ``data`` when already known (hex).
 
     Raises
     ------
@@ -204,15 +203,13 @@ def read_instance(path: str | Path, data: bytes | None = None,
 
     """
     try:
-        if loaded is not None:
-            return _read_instance(path, loaded.data, loaded.sha256)
-        return _read_instance(path, data)
+        return _read_instance(path, data, sha256)
     except UNREADABLE as exc:
         raise RejectedInstanceError(str(path), f"could not be read: {type(exc).__name__}: "
                                                f"{exc}") from exc
 
 
-def _read_instance(path: str | Path, data: bytes | None, sha256: str = "") -> SourceInstance:
+def _read_instance(path: str | Path, data: bytes | None, sha256: str) -> SourceInstance:
     name = str(path)
     try:
         raw = Path(path).read_bytes() if data is None else data
@@ -377,8 +374,8 @@ _BASE_TAGS: dict[int, BaseTag] = {}
 def _base_tag(tag: int) -> BaseTag:
     if len(_BASE_TAGS) > 100_000:  # private tags of many vendors: keep it bounded
         _BASE_TAGS.clear()
-    base = _BASE_TAGS[tag] = BaseTag(tag)
-    return base
+    _BASE_TAGS[tag] = BaseTag(tag)
+    return _BASE_TAGS[tag]
 
 
 def _raw_elements(raw: bytes, pos: int, *, implicit: bool,

@@ -137,7 +137,7 @@ class LocalStore:
         return self._known_mapping() or 2
 
     def _known_mapping(self) -> int:
-        if self._mapping is None or self._mapping == 0:
+        if not self._mapping:  # unknown, or no site yet (a writer may have made one since)
             self._mapping = self._read_mapping()
         return self._mapping
 
@@ -354,8 +354,7 @@ class LocalStore:
 
     def children(self, prefix: str) -> list[str]:
         """Immediate children of a key prefix: object names and folder names."""
-        _check_key(prefix, prefix=True)
-        parts = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+        parts = _prefix_parts(prefix)
         lead = ""
         if self.mapping != 1 and len(parts) > FOLDERS:  # names in the folder of the first five
             lead = JOIN.join(parts[FOLDERS:]) + JOIN
@@ -390,8 +389,7 @@ class LocalStore:
 
     def walk(self, prefix: str = "") -> Iterator[str]:
         """Every key under ``prefix`` (walks the folder; bodies still being written are not keys)."""
-        _check_key(prefix, prefix=True)
-        parts = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+        parts = _prefix_parts(prefix)
         under = "/".join(parts) + "/" if parts else ""
         if self.mapping != 1:
             parts = parts[:FOLDERS]
@@ -402,9 +400,9 @@ class LocalStore:
             lead = "" if rel == "." else rel + "/"
             for name in sorted(files):
                 if name.endswith(BODY) and not name.startswith("."):
-                    key = lead + name[: -len(BODY)].replace(JOIN, "/")
-                    head = f"{folder}/{name[: -len(BODY)]}{HEAD}"
-                    if key.startswith(under) and _complete(f"{folder}/{name}", head):
+                    stem = name[: -len(BODY)]
+                    key = lead + stem.replace(JOIN, "/")
+                    if key.startswith(under) and _complete(f"{folder}/{name}", f"{folder}/{stem}{HEAD}"):
                         yield key
 
     @contextlib.contextmanager
@@ -436,6 +434,13 @@ def _check_key(key: str, *, prefix: bool = False) -> None:
         raise StoreError(f"key {key!r} is not a clean relative path")
     if JOIN in key:
         raise StoreError(f"key {key!r} holds {JOIN!r}, which no key of a site holds")
+
+
+def _prefix_parts(prefix: str) -> list[str]:
+    """The segments of a clean key prefix (``""``: none)."""
+    _check_key(prefix, prefix=True)
+    stripped = prefix.rstrip("/")
+    return stripped.split("/") if stripped else []
 
 
 def _complete(body: int | str, sidecar: str) -> bool:
