@@ -7,7 +7,10 @@
 // cell names CT, launches it in the viewer (the study list's "Launch workflow" button), and
 // waits until the active viewport shows CT pixels: the viewport's pixels (a screenshot of its
 // element, measured in the page) must be non-blank, with enough distinct grey levels and
-// spread to be an image rather than a blank, a uniform or a text-only area.
+// spread to be an image rather than a blank, a uniform or a text-only area; the viewport's own
+// canvas is read too (result.steps.viewport.canvas: its distinct pixel values and range).
+// --ohif may be OHIF at the root of its own server (serve_ohif.py) or under /viewer/ of the
+// site's server (`static-dicomweb serve SITE --viewer`); --site is the site's DICOMweb root.
 // Then shows every series of the study in the viewport (4-series-N.png), scrolls the largest to
 // its middle slice (5-viewer-middle-slice.png) and opens it as MPR (6-viewer-mpr.png).
 // Writes to DIR: 1-study-list.png, 2-study-selected.png, 3-viewer.png, requests.log (every
@@ -60,7 +63,8 @@ function finish(ok, message) {
   result.seconds = Number(since());
   result.requests = {
     total: requests.length,
-    site: requests.filter((r) => SITE && r.url.startsWith(SITE)).length,
+    // the site's own requests (OHIF's build may be served by the same origin, under /viewer/)
+    site: requests.filter((r) => SITE && r.url.startsWith(SITE) && !r.url.startsWith(OHIF)).length,
     failed: requests.filter((r) => r.failure || r.status >= 400).map((r) => `${r.status ?? r.failure} ${r.url}`),
   };
   result.pageErrors = consoleLines.filter((l) => l.includes(' pageerror ')).length;
@@ -119,6 +123,30 @@ async function waitForCT(locator, ms, test = looksLikeCT) {
     if (test(stats) || Date.now() > until) return stats;
     await locator.page().waitForTimeout(500);
   }
+}
+
+// the viewport's own canvas (cornerstone draws each rendered frame into a 2D canvas): its size,
+// how many distinct RGBA values it holds and the range of its red channel; null when it has none
+async function canvasStats(locator) {
+  return locator.evaluate((el) => {
+    const canvas = el.querySelector('canvas');
+    if (!canvas || !canvas.width || !canvas.height) return null;
+    let ctx = canvas.getContext('2d', { willReadFrequently: true });
+    let source = canvas;
+    if (!ctx) { // a WebGL canvas: copy it into a 2D one first
+      source = new OffscreenCanvas(canvas.width, canvas.height);
+      ctx = source.getContext('2d');
+      ctx.drawImage(canvas, 0, 0);
+    }
+    const { data } = ctx.getImageData(0, 0, source.width, source.height);
+    const values = new Set();
+    let min = 255; let max = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      values.add((data[i] << 24) | (data[i + 1] << 16) | (data[i + 2] << 8) | data[i + 3]);
+      min = Math.min(min, data[i]); max = Math.max(max, data[i]);
+    }
+    return { width: source.width, height: source.height, distinctValues: values.size, min, max };
+  }).catch((e) => ({ error: String(e) }));
 }
 
 // the viewport's overlay names the series (a line of its own, exactly)
@@ -186,7 +214,8 @@ try {
   await shot(page, '2-study-selected.png');
   result.steps.selected = { seconds: Number(since()) };
   await launch.click();
-  await page.waitForURL(/\/viewer/, { timeout: 30000 });
+  // the viewer's route carries the study (OHIF's own routes may live under /viewer/ already)
+  await page.waitForURL(/[?&]StudyInstanceUIDs=/, { timeout: 30000 });
   result.steps.viewerUrl = page.url();
 
   // 3. CT pixels in the active viewport
@@ -201,7 +230,7 @@ try {
   // let the series' other slices and the thumbnails arrive before the picture is taken
   await page.waitForLoadState('networkidle', { timeout: 15000 }).catch(() => {});
   stats = await pixelStats(page, pane).catch((e) => ({ error: String(e) }));
-  result.steps.viewport = { seconds: Number(since()), stats };
+  result.steps.viewport = { seconds: Number(since()), stats, canvas: await canvasStats(pane) };
   result.steps.overlay = (await page.locator('[data-cy^="viewport-overlay"]').allInnerTexts().catch(() => [])).map((t) => t.replace(/\s+/g, ' ').trim()).filter(Boolean);
   // the study browser's thumbnails: each an <img> that loaded, or none
   await page.waitForFunction(() => {
