@@ -13,7 +13,7 @@ AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/
 	AIRFLOW__OPENLINEAGE__TRANSPORT='{"type": "file", "log_file_path": "$(CURDIR)/$(DEMO)/openlineage.jsonl", "append": true}' \
 	$(BIN)/airflow
 
-.PHONY: help venv demo test unit lint typecheck bench bench-aggregate serve constraints clean \
+.PHONY: help venv demo test unit lint typecheck bench bench-aggregate serve view constraints clean \
 	ohif-setup monailabel-setup test-clients e2e-annotation
 
 help:
@@ -22,6 +22,7 @@ help:
 	@echo "make e2e-annotation  the spine annotation loop against a real MONAI Label (prints DICE:)"
 	@echo "make bench      conversion speed vs the three-copy cp -r floor (docs/benchmarks.md)"
 	@echo "make serve      serve $(DEMO)/site on http://127.0.0.1:$(PORT)/"
+	@echo "make view       the same, with the OHIF viewer at http://127.0.0.1:$(PORT)/viewer/"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints-airflow.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
@@ -47,9 +48,17 @@ demo: $(STAMP)
 	@echo "SITE: $(CURDIR)/$(DEMO)/site"
 	@echo "Serve it:  $(BIN)/static-dicomweb serve $(DEMO)/site --port $(PORT)   (or: make serve)"
 	@echo "Then open: http://127.0.0.1:$(PORT)/studies  (the DICOMweb root is http://127.0.0.1:$(PORT)/)"
+	@echo "VIEWER: http://127.0.0.1:$(PORT)/viewer/  (OHIF on the site: make view)"
 
 serve: $(STAMP)
 	$(BIN)/static-dicomweb serve $(DEMO)/site --host 127.0.0.1 --port $(PORT)
+
+# OHIF (its published build, clients/ohif/) at /viewer/ of the same server as $(DEMO)/site
+view: $(STAMP)
+	@test -d $(DEMO)/site || { echo "no $(DEMO)/site: run make demo first"; exit 2; }
+	@bash clients/ohif/setup.sh --build-only
+	@echo "VIEWER: http://127.0.0.1:$(PORT)/viewer/  (the DICOMweb root is http://127.0.0.1:$(PORT)/)"
+	$(BIN)/static-dicomweb serve $(DEMO)/site --viewer --host 127.0.0.1 --port $(PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check include tests bench dags plugins

@@ -9,12 +9,16 @@
 # registry this project reaches (@ohif/i18n 3.x is not there), and the built dist/ is
 # self-contained (webpack bundles + wasm), so none of that tree is needed to serve it.
 # Prints the time taken and the sizes.
+# --build-only: only the OHIF build (what `static-dicomweb serve --viewer` and `make view` need; no
+# root, no browser).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
 start=$(date +%s)
+build_only=0
+[[ "${1:-}" == "--build-only" ]] && build_only=1
 
-if [[ ! -x /usr/bin/chromium ]]; then
+if [[ $build_only == 0 && ! -x /usr/bin/chromium ]]; then
     echo "installing chromium (apt) ..."
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
@@ -26,7 +30,7 @@ locked=$(node -p 'const p=require("./package-lock.json").packages; Object.keys(p
 installed=$(node -p 'const fs=require("fs"); const f="./node_modules/.package-lock.json";
     if (!fs.existsSync(f)) ""; else { const p=require(f).packages;
     Object.keys(p).filter(k=>k && fs.existsSync(k+"/package.json")).map(k=>k+"@"+require("./"+k+"/package.json").version).join(" ") }')
-if [[ "$locked" != "$installed" ]]; then
+if [[ $build_only == 0 && "$locked" != "$installed" ]]; then
     echo "npm ci (playwright-core) ..."
     npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 fi
@@ -54,6 +58,11 @@ if [[ ! -f ohif-dist/.integrity || "$(cat ohif-dist/.integrity)" != "$want" || !
 fi
 
 test -f ohif-dist/index.html -a -f ohif-dist/app-config.js
+if [[ $build_only == 1 ]]; then
+    echo "OHIF build ready in $(( $(date +%s) - start )) s: ohif-dist $(du -sh ohif-dist | cut -f1)" \
+         "($(node -p 'require("./ohif-dist/.package.json").name+"@"+require("./ohif-dist/.package.json").version'))"
+    exit 0
+fi
 node --input-type=module -e 'await import("playwright-core")'
 echo "ready in $(( $(date +%s) - start )) s: $(/usr/bin/chromium --version 2>/dev/null);" \
      "node_modules $(du -sh node_modules | cut -f1), ohif-dist $(du -sh ohif-dist | cut -f1)" \
