@@ -241,9 +241,8 @@ def test_no_write_outside_dest_with_hostile_uid(tmp_path: Path) -> None:
 # -- the local folder's key-to-file mapping ------------------------------------------
 
 def test_an_instance_creates_no_folder(site_dir: Path) -> None:
-    """Mapping 2: an instance's objects are files in its series' ``instances/`` folder."""
+    """An instance's objects are files in its series' ``instances/`` folder."""
     store = LocalStore(site_dir)
-    assert store.mapping == 2
     assert (site_dir / MAPPING_FILE).is_file()
     instance_folders = [p for p in site_dir.rglob("instances") if p.is_dir()]
     assert instance_folders
@@ -253,23 +252,6 @@ def test_an_instance_creates_no_folder(site_dir: Path) -> None:
     *_, sop, _, _ = key.split("/")
     assert store.path(key).name == f"{sop}+frames+1{BODY}"
     assert store.path(key).parent == store.path(key.rsplit("/", 2)[0]).parent
-
-
-def test_folder_of_mapping_1_is_converted_into_alike(sample_dir: Path, site_dir: Path,
-                                                     tmp_path: Path) -> None:
-    """A folder written before mapping 2 keeps one folder per segment, and the same site."""
-    old = tmp_path / "old"
-    (old / "studies").mkdir(parents=True)  # what a folder of mapping 1 always holds
-    assert convert([sample_dir], LocalStore(old)).ok
-    store = LocalStore(old)
-    assert store.mapping == 1
-    assert not (old / MAPPING_FILE).exists()
-    key = next(k for k in store.walk() if k.endswith("/frames/1"))
-    assert store.path(key) == old / f"{key}{BODY}"
-    assert tree_digest(old) == tree_digest(site_dir)
-    assert convert([sample_dir], LocalStore(old)).ok  # a rerun reads it back
-    assert tree_digest(old) == tree_digest(site_dir)
-    assert validate(str(old), keep=False).ok
 
 
 def test_file_with_a_decoded_character_set_is_converted(tmp_path: Path) -> None:

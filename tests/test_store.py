@@ -21,7 +21,36 @@ FORK = multiprocessing.get_context("fork")
 
 def spec(key: str, content_type: str = "application/octet-stream",
          encoding: str | None = None) -> ObjectSpec:
-    return ObjectSpec(key, content_type, encoding)
+    return ObjectSpec(key, content_type, encoding, keys.INDEX)
+
+
+def body(key: str, payload: bytes) -> list[bytes]:
+    """``payload`` as the object of ``key`` would hold it (multipart keys get a part around it)."""
+    if not keys.needs_head(key):
+        return [payload]
+    boundary = keys.boundary_for(key)
+    return [f"--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(), payload,
+            f"\r\n--{boundary}--\r\n".encode()]
+
+
+def put(store: LocalStore, key: str, payload: bytes) -> None:
+    """Write ``payload`` at ``key`` with the headers the key gives."""
+    pieces = body(key, payload)
+    store.put(derived(key, pieces[0]), pieces)
+
+
+def derived(key: str, head: bytes = b"") -> ObjectSpec:
+    headers = keys.headers_for(key, head)
+    return ObjectSpec(key, headers["Content-Type"], headers.get("Content-Encoding"),
+                      headers["Cache-Control"])
+
+
+def stored(store: LocalStore, key: str) -> bytes:
+    """The payload ``put`` wrote (the part's bytes for a multipart key)."""
+    data = store.get(key)
+    if not keys.needs_head(key):
+        return data
+    return data[len(body(key, b"")[0]): len(data) - len(body(key, b"")[2])]
 
 
 def all_files(folder: Path) -> set[str]:
@@ -51,12 +80,43 @@ def test_put_with_user_metadata(store: LocalStore) -> None:
     assert headers["Content-Type"] == "application/octet-stream"
 
 
-def test_put_overwrites_body_and_headers(store: LocalStore) -> None:
-    store.put(spec("a", "text/plain"), [b"one"])
-    store.put(spec("a", "image/jpeg"), [b"two!"])
-    assert store.get("a") == b"two!"
-    headers = store.headers("a")
-    assert headers is not None and headers["Content-Type"] == "image/jpeg"
+def test_put_overwrites_body_and_user_metadata(store: LocalStore) -> None:
+    store.put(spec("a.json", "application/json"), [b"one"], meta={"rows": "1"})
+    store.put(spec("a.json", "application/json"), [b"two!"])
+    assert store.get("a.json") == b"two!"
+    assert store.headers("a.json") == {"Content-Type": "application/json", "Cache-Control": keys.INDEX}
+
+
+def test_headers_that_do_not_follow_from_key_and_bytes_are_refused(store: LocalStore) -> None:
+    with pytest.raises(StoreError, match="do not follow"):
+        store.put(spec("a", "image/jpeg"), [b"two!"])
+    with pytest.raises(StoreError, match="headers lost"):
+        store.put(keys.series("1.2", "3.4"), [b"not a multipart body"])
+    assert list(store.walk()) == []
+
+
+def test_every_spec_of_the_key_module_is_derivable() -> None:
+    from static_dicomweb import multipart
+
+    frame = keys.frame("1.2", "3.4", "5.6", 2, "image/jp2", "1.2.840.10008.1.2.4.90")
+    part = "image/jp2; transfer-syntax=1.2.840.10008.1.2.4.90"
+    cases = [(frame, multipart.single(frame, part, b"j2k")[0])]
+    for p10 in (keys.instance("1.2", "3.4", "5.6"), keys.series("1.2", "3.4")):
+        cases.append((p10, multipart.single(p10, "application/dicom", b"DICM")[0]))
+    bulk = keys.bulkdata("1.2", "3.4", "5.6", "00091002")
+    cases.append((bulk, multipart.single(bulk, "application/octet-stream", b"x")[0]))
+    for json_spec in (keys.studies(), keys.all_series(), keys.study_series("1.2"),
+                      keys.study_instances("1.2"), keys.series_instances("1.2", "3.4"),
+                      keys.study_metadata("1.2"), keys.series_metadata("1.2", "3.4"),
+                      keys.instance_metadata("1.2", "3.4", "5.6"), keys.series_record("1.2", "3.4"),
+                      keys.root_record("studies")):
+        cases.append((json_spec, b"\x1f\x8b"))
+    for plain in (keys.manifest(), keys.conversion_report(), keys.validation_report(),
+                  keys.study_thumbnail("1.2"), keys.series_thumbnail("1.2", "3.4"),
+                  keys.instance_thumbnail("1.2", "3.4", "5.6")):
+        cases.append((plain, b"\xff\xd8"))
+    for one, head in cases:
+        assert keys.headers_for(one.key, head) == one.headers(), one.key
 
 
 def test_empty_object(store: LocalStore) -> None:
@@ -82,13 +142,14 @@ def test_file_key_and_deeper_key_coexist(store: LocalStore) -> None:
     series = keys.series("1", "2")
     metadata = keys.series_metadata("1", "2")
     assert series.key == "studies/1/series/2"
-    store.put(series, [b"series body"])
-    store.put(metadata, [b"metadata body"])
-    store.put(spec("studies/1/series/2/instances/3"), [b"instance body"])
-    assert store.get("studies/1/series/2") == b"series body"
-    assert store.get("studies/1/series/2/metadata") == b"metadata body"
-    assert store.get("studies/1/series/2/instances/3") == b"instance body"
-    assert store.headers(series.key) == series.headers()
+    put(store, series.key, b"series body")
+    store.put(metadata, [b"\x1f\x8bmetadata body"])
+    put(store, "studies/1/series/2/instances/3", b"instance body")
+    assert stored(store, "studies/1/series/2") == b"series body"
+    assert store.get("studies/1/series/2/metadata") == b"\x1f\x8bmetadata body"
+    assert stored(store, "studies/1/series/2/instances/3") == b"instance body"
+    assert store.headers(series.key)["Content-Type"] == (  # type: ignore[index]
+        f'multipart/related; type="application/octet-stream"; boundary={keys.boundary_for(series.key)}')
     assert store.headers(metadata.key) == metadata.headers()
 
 
@@ -122,42 +183,58 @@ def test_no_temporary_files_left(store: LocalStore) -> None:
     assert hidden == []
 
 
-def test_interrupted_new_write_reads_as_absent_and_is_replaced(store: LocalStore) -> None:
+def test_interrupted_write_leaves_only_a_hidden_temporary_file(store: LocalStore) -> None:
     store.put(spec("a/b"), [b"complete"])
-    # a new object is created in place and gets its headers last: a body without them is a
-    # write in progress, or one that was interrupted
-    store.path("a/c").write_bytes(b"half of")
+    # a write goes to a hidden temporary file renamed into place: one killed midway leaves that
+    (store.root / "a" / ".c.body.999.0.tmp").write_bytes(b"half of")
     assert store.headers("a/c") is None
     assert list(store.walk()) == ["a/b"]
-    with pytest.raises(KeyNotFoundError, match="a/c"):
-        store.get("a/c")
-    with pytest.raises(KeyNotFoundError, match="a/c"):
-        store.put(spec("a/d"), [Slice("a/c")])
-    store.put(spec("a/c", "text/plain"), [b"whole"])  # the next write replaces it
+    assert store.children("a/") == ["b"]
+    store.put(spec("a/c"), [b"whole"])
     assert store.get("a/c") == b"whole"
-    assert store.headers("a/c")["Content-Type"] == "text/plain"  # type: ignore[index]
 
 
-def test_failed_new_write_leaves_nothing(store: LocalStore) -> None:
+def test_failed_write_leaves_nothing(store: LocalStore) -> None:
     with pytest.raises(KeyNotFoundError):
         store.put(spec("a/b"), [b"start", Slice("missing")])
     assert not store.path("a/b").exists()
     assert store.headers("a/b") is None
+    assert [p.name for p in (store.root / "a").iterdir()] == []
 
 
-def test_headers_in_sidecars_without_extended_attributes(tmp_path: Path) -> None:
-    writer = LocalStore(tmp_path / "site")
-    writer._xattr = False  # a file system without user extended attributes
-    writer.put(spec("a/b", "text/plain"), [b"one"])
-    writer.put(spec("a/b", "text/plain"), [b"two"])
-    writer.put(spec("a/c"), [Slice("a/b")])
-    assert (tmp_path / "site" / "a" / "b.head.json").exists()
-    # read where attributes exist (a site copied over): the sidecars hold the headers
-    reader = LocalStore(tmp_path / "site")
-    assert reader.get("a/b") == b"two" == reader.get("a/c")
-    assert reader.headers("a/b")["Content-Type"] == "text/plain"  # type: ignore[index]
-    assert reader.children("a/") == ["b", "c"]
-    assert list(reader.walk("a/")) == ["a/b", "a/c"]
+def test_create_only_put(store: LocalStore) -> None:
+    from static_dicomweb.errors import ObjectExistsError
+
+    store.put(spec("_site/x.json", "application/json"), [b"first"], if_absent=True)
+    with pytest.raises(ObjectExistsError, match="_site/x.json"):
+        store.put(spec("_site/x.json", "application/json"), [b"second"], if_absent=True)
+    assert store.get("_site/x.json") == b"first"
+    assert [p.name for p in (store.root / "_site").iterdir()] == ["x.json.body"]
+
+
+def _claim(root: str, name: str, out: str, go: float) -> None:
+    from static_dicomweb.errors import ObjectExistsError
+
+    while time.time() < go:
+        pass
+    try:
+        LocalStore(root).put(spec("_site/claim.json", "application/json"), [name.encode()], if_absent=True)
+        Path(out).write_text("won")
+    except ObjectExistsError:
+        Path(out).write_text("lost")
+
+
+def test_create_only_put_has_one_winner_among_processes(store: LocalStore, tmp_path: Path) -> None:
+    go = time.time() + 0.5  # all start together
+    procs = [FORK.Process(target=_claim, args=(str(store.root), f"w{n}", str(tmp_path / f"o{n}"), go))
+             for n in range(6)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(30)
+    outcomes = [(tmp_path / f"o{n}").read_text() for n in range(6)]
+    assert sorted(outcomes) == ["lost"] * 5 + ["won"]
+    assert store.get("_site/claim.json") == f"w{outcomes.index('won')}".encode()
 
 
 # -- missing keys ------------------------------------------------------------
@@ -165,7 +242,7 @@ def test_headers_in_sidecars_without_extended_attributes(tmp_path: Path) -> None
 def test_get_missing_raises_key_not_found(store: LocalStore) -> None:
     with pytest.raises(KeyNotFoundError, match="studies/9"):
         store.get("studies/9")
-    store.put(spec("studies/1"), [b"x"])
+    put(store, "studies/1", b"x")
     with pytest.raises(KeyNotFoundError):
         store.get("studies/1/series")  # under a file key's name, no folder
     with pytest.raises(KeyNotFoundError):
@@ -174,7 +251,7 @@ def test_get_missing_raises_key_not_found(store: LocalStore) -> None:
 
 def test_headers_missing_is_none(store: LocalStore) -> None:
     assert store.headers("nothing/here") is None
-    store.put(spec("studies/1/series/2/metadata"), [b"x"])
+    put(store, "studies/1/series/2/metadata", b"x")
     assert store.headers("studies/1/series/2") is None  # a folder, not an object
     assert store.headers("studies") is None
 
@@ -192,7 +269,7 @@ def test_bad_keys_raise_and_write_nothing(tmp_path: Path, key: str) -> None:
     store = LocalStore(root)
     before = all_files(tmp_path)
     with pytest.raises(StoreError):
-        store.put(spec(key), [b"evil"])
+        put(store, key, b"evil")
     with pytest.raises(StoreError):
         store.get(key)
     with pytest.raises(StoreError):
@@ -226,10 +303,10 @@ def test_path_is_inside_root(store: LocalStore) -> None:
 # -- listing ---------------------------------------------------------------
 
 def test_children_lists_immediate_names(store: LocalStore) -> None:
-    store.put(spec("studies/1/series/2"), [b"s"])
-    store.put(spec("studies/1/series/2/metadata"), [b"m"])
-    store.put(spec("studies/1/series/3/instances/4"), [b"i"])
-    store.put(spec("studies/1/series"), [b"q"])
+    put(store, "studies/1/series/2", b"s")
+    put(store, "studies/1/series/2/metadata", b"m")
+    put(store, "studies/1/series/3/instances/4", b"i")
+    put(store, "studies/1/series", b"q")
     series_folder = store.root / "studies" / "1" / "series"
     (series_folder / ".2.body.999.0.tmp").write_bytes(b"half written")
     (series_folder / "5.head.json").write_bytes(b"{}")
@@ -241,9 +318,16 @@ def test_children_lists_immediate_names(store: LocalStore) -> None:
     assert store.children("studies/1/series/2/") == ["metadata"]
 
 
+def test_children_with_uid_folder_names(store: LocalStore) -> None:
+    store.put(keys.series_metadata("1.2.3", "4.5"), [b"\x1f\x8b"], meta={"rows": "1"})
+    assert store.children("studies/") == ["1.2.3"]
+    assert store.children("studies/1.2.3/series/") == ["4.5"]
+    assert store.children("studies/1.2.3/series/4.5/") == ["metadata"]
+
+
 def test_children_of_missing_or_file_prefix_is_empty(store: LocalStore) -> None:
     assert store.children("nothing/") == []
-    store.put(spec("studies/1"), [b"x"])
+    put(store, "studies/1", b"x")
     assert store.children("studies/1/") == []
 
 
@@ -251,7 +335,7 @@ def test_keys_walks_everything(store: LocalStore) -> None:
     written = ["studies", "studies/1/series/2", "studies/1/series/2/metadata",
                "studies/1/series/2/instances/3/frames/1", "_site/manifest.json"]
     for key in written:
-        store.put(spec(key), [key.encode()])
+        put(store, key, key.encode())
     with store.lock():
         pass
     (store.root / "studies" / ".hidden.body").write_bytes(b"")
@@ -261,7 +345,7 @@ def test_keys_walks_everything(store: LocalStore) -> None:
     assert sorted(store.walk("studies/1/series/2")) == [
         "studies/1/series/2/instances/3/frames/1", "studies/1/series/2/metadata"]
     for key in found:
-        assert store.get(key) == key.encode()
+        assert stored(store, key) == key.encode()
 
 
 def test_keys_of_empty_store(store: LocalStore) -> None:
@@ -360,7 +444,7 @@ def test_keys_deeper_than_six_segments_are_files_in_the_fifth_folder(store: Loca
     written = [f"{base}/3", f"{base}/3/metadata", f"{base}/3/frames/1", f"{base}/3/frames/2",
                f"{base}/3/bulkdata/00091002.0.00100010", f"{base}/4/frames/1"]
     for key in written:
-        store.put(spec(key), [key.encode()])
+        put(store, key, key.encode())
     folder = store.root / base
     assert sorted(p.name for p in folder.iterdir()) == [
         "3+bulkdata+00091002.0.00100010.body", "3+frames+1.body", "3+frames+2.body",
@@ -368,8 +452,8 @@ def test_keys_deeper_than_six_segments_are_files_in_the_fifth_folder(store: Loca
     assert store.path(f"{base}/3/frames/2") == folder / "3+frames+2.body"
     assert store.path(f"{base}/3") == folder / "3.body"
     for key in written:
-        assert store.get(key) == key.encode()
-        assert store.headers(key) == spec(key).headers()
+        assert stored(store, key) == key.encode()
+        assert store.headers(key) == derived(key, body(key, b"")[0]).headers()
     assert sorted(store.walk()) == sorted(written)
     assert sorted(store.walk(f"{base}/3")) == sorted(k for k in written if k.startswith(f"{base}/3/"))
     assert list(store.walk(f"{base}/3/frames/")) == [f"{base}/3/frames/1", f"{base}/3/frames/2"]
@@ -386,7 +470,7 @@ def test_keys_deeper_than_six_segments_are_files_in_the_fifth_folder(store: Loca
 def test_keys_with_the_join_character_are_refused(store: LocalStore) -> None:
     for key in ("studies/1/series/2/instances/3+frames+1", "a+b"):
         with pytest.raises(StoreError, match=r"'\+'"):
-            store.put(spec(key), [b"x"])
+            put(store, key, b"x")
         with pytest.raises(StoreError):
             store.headers(key)
     assert not store.root.exists()
@@ -394,47 +478,29 @@ def test_keys_with_the_join_character_are_refused(store: LocalStore) -> None:
 
 def test_new_site_records_its_mapping_first(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "site")
-    assert store.mapping == 2
+    assert not store.exists()
+    assert store.headers("studies") is None
     assert not (tmp_path / "site").exists()  # reading creates nothing
-    store.put(spec("studies/1/series/2/instances/3/frames/1"), [b"f"])
-    assert json.loads((store.root / MAPPING_FILE).read_bytes()) == {"mapping": 2}
+    put(store, "studies/1/series/2/instances/3/frames/1", b"f")
+    assert json.loads((store.root / MAPPING_FILE).read_bytes()) == {"mapping": 3}
     assert list(store.walk()) == ["studies/1/series/2/instances/3/frames/1"]
     assert store.children("") == ["studies"]
-    assert LocalStore(store.root).mapping == 2
-
-
-def test_folder_written_before_the_mapping_file_keeps_mapping_1(tmp_path: Path) -> None:
-    """Such a folder has no mapping file and a ``studies`` (or ``_site``) entry."""
-    root = tmp_path / "old"
-    deep = "studies/1/series/2/instances/3/frames/1"
-    (root / deep).parent.mkdir(parents=True)
-    (root / f"{deep}.body").write_bytes(b"old frame")
-    (root / f"{deep}.head.json").write_text(json.dumps({"Content-Type": "x/y"}))
-    store = LocalStore(root)
-    assert store.mapping == 1
-    assert store.get(deep) == b"old frame"
-    assert store.headers(deep) == {"Content-Type": "x/y"}
-    assert store.children("studies/1/series/2/instances/3/") == ["frames"]
-    store.put(spec("studies/1/series/2/instances/3/metadata"), [b"m"])
-    assert (root / "studies/1/series/2/instances/3/metadata.body").read_bytes() == b"m"
-    assert sorted(store.walk()) == [deep, "studies/1/series/2/instances/3/metadata"]
-    assert not (root / MAPPING_FILE).exists()
 
 
 def test_unknown_mapping_is_refused(tmp_path: Path) -> None:
     (tmp_path / "site").mkdir()
-    (tmp_path / "site" / MAPPING_FILE).write_text('{"mapping": 3}')
-    with pytest.raises(StoreError, match="mapping 3"):
-        LocalStore(tmp_path / "site").get("studies")
+    (tmp_path / "site" / MAPPING_FILE).write_text('{"mapping": 9}')
+    with pytest.raises(StoreError, match="mapping 9"):
+        open_store(str(tmp_path / "site"))
     (tmp_path / "site" / MAPPING_FILE).write_text("garbage")
     with pytest.raises(StoreError, match="not a mapping record"):
-        LocalStore(tmp_path / "site").get("studies")
+        open_store(str(tmp_path / "site"))
 
 
 def _put_many(root: str, name: str) -> None:
     store = LocalStore(root)
     for i in range(30):
-        store.put(spec(f"studies/1/series/2/instances/{name}.{i}/frames/1"), [b"x"])
+        put(store, f"studies/1/series/2/instances/{name}.{i}/frames/1", b"x")
 
 
 def test_two_writers_of_a_new_site_agree_on_its_mapping(tmp_path: Path) -> None:
@@ -446,7 +512,7 @@ def test_two_writers_of_a_new_site_agree_on_its_mapping(tmp_path: Path) -> None:
         worker.join(20)
         assert worker.exitcode == 0
     store = LocalStore(root)
-    assert store.mapping == 2
+    assert json.loads((root / MAPPING_FILE).read_bytes()) == {"mapping": 3}
     assert len(list(store.walk())) == 60
     assert store.children("studies/1/series/2/instances/") == sorted(
         f"{name}.{i}" for name in ("5", "6") for i in range(30))

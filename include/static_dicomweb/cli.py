@@ -1,4 +1,4 @@
-"""The ``static-dicomweb`` command line: convert, serve, validate, sample.
+"""The ``static-dicomweb`` command line: convert, serve, validate, publish, sample, ….
 
 Exit codes (the same for every verb):
 
@@ -69,7 +69,7 @@ def _validate(args: argparse.Namespace) -> int:
     from .validate import validate
 
     report = validate(args.site, decode_frames=not args.no_decode, keep=not args.no_keep,
-                      source=args.source or ())
+                      source=args.source or (), endpoint_url=args.endpoint_url)
     if args.report:
         Path(args.report).write_bytes(encode(report.to_json()))
     for finding in report.findings:
@@ -78,6 +78,23 @@ def _validate(args: argparse.Namespace) -> int:
     verdict = "conforms" if report.ok else f"does NOT conform ({len(report.findings)} findings)"
     print(f"{report.site} {verdict}; checked {checked}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FINDINGS
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from .publish import publish
+    from .store import LocalStore, is_s3, open_store
+
+    if not is_s3(args.dest):
+        raise SystemExit(f"static-dicomweb publish: error: {args.dest} is not an s3:// URL")
+    site = LocalStore(args.site)
+    if not site.exists():
+        raise FileNotFoundError(f"{args.site}: no such site folder")
+    dest = open_store(args.dest, endpoint_url=args.endpoint_url)
+    result = publish(site, dest, delete=args.delete, workers=args.workers)  # type: ignore[arg-type]
+    print(f"published {site.url} to {dest.url}: {len(result.uploaded)} objects uploaded "
+          f"({result.bytes_uploaded / 1e6:.1f} MB), {result.skipped} already there"
+          + (f", {len(result.deleted)} deleted" if args.delete else ""), file=sys.stderr)
+    return EXIT_OK
 
 
 def _edge_function(args: argparse.Namespace) -> int:
@@ -138,9 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv.set_defaults(run=_serve)
 
     val = verbs.add_parser("validate", help="check a site against the DICOMweb standard",
-                           description="Check every object of a site (folder or http(s) URL); "
-                                       "exit 0 only when it conforms.")
-    val.add_argument("site", metavar="URL_OR_DEST", help="site folder or DICOMweb base URL")
+                           description="Check every object of a site (folder, s3://bucket/prefix "
+                                       "or http(s) URL); exit 0 only when it conforms.")
+    val.add_argument("site", metavar="URL_OR_DEST",
+                     help="site folder, s3://bucket/prefix or DICOMweb base URL")
+    val.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
     val.add_argument("--report", metavar="FILE", help="also write the JSON report here")
     val.add_argument("--no-decode", action="store_true", help="do not decode frames (faster)")
     val.add_argument("--source", nargs="+", metavar="P10", default=None,
@@ -148,6 +167,20 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--no-keep", action="store_true",
                      help="do not store the report in the site (_site/validation-report.json)")
     val.set_defaults(run=_validate)
+
+    pub = verbs.add_parser("publish", help="put a site folder on S3 with every object's headers",
+                           description="Upload a site folder to s3://bucket/prefix: each object "
+                                       "with its Content-Type, Content-Encoding and Cache-Control, "
+                                       "objects before the indexes that list them, the manifest "
+                                       "last; objects already there with the same SHA-256 are "
+                                       "skipped, so a rerun resumes.")
+    pub.add_argument("site", metavar="SITE", help="site folder")
+    pub.add_argument("dest", metavar="DEST", help="s3://bucket/prefix")
+    pub.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
+    pub.add_argument("--workers", type=int, default=16, metavar="N", help="parallel uploads (default 16)")
+    pub.add_argument("--delete", action="store_true",
+                     help="also delete objects under DEST that the folder does not hold")
+    pub.set_defaults(run=_publish)
 
     edge = verbs.add_parser("edge-function", help="print the CloudFront Function that routes QIDO queries",
                             description="Print the CloudFront Function (cloudfront-js-2.0) that maps "

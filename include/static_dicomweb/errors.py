@@ -48,3 +48,7 @@ class StoreError(StaticDicomwebError):
 
 class KeyNotFoundError(StoreError):
     """A key that the store does not hold."""
+
+
+class ObjectExistsError(StoreError):
+    """A create-only write found the key taken (another writer claimed it first)."""

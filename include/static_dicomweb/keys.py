@@ -87,6 +87,66 @@ def multipart_type(part_type: str, key: str, transfer_syntax: str | None = None)
     return f'multipart/related; type="{part_type}"{ts}; boundary={boundary_for(key)}'
 
 
+#: Where the multipart part header ends in a body this package wrote (boundary line + one header).
+HEAD_BYTES = 512
+_GZIP_MAGIC = b"\x1f\x8b"
+_MULTIPART_KEY = re.compile(
+    r"studies/[^/]+/series/[^/]+(?:/instances/[^/]+(?:/(?:frames|bulkdata)/[^/]+)?)?")
+_INSTANCE_LEVEL = re.compile(r"studies/[^/]+/series/[^/]+/instances/[^/]+(?:/.*)?")
+_PART_HEAD = re.compile(rb"--([!-~]{1,70})\r\nContent-Type: ([^\r\n]+)\r\n\r\n")
+_BY_EXTENSION = {".json": "application/json", ".jsonl": "application/x-ndjson",
+                 ".html": "text/html", ".jpg": "image/jpeg", ".png": "image/png"}
+
+
+class HeadersLostError(ValueError):
+    """The first bytes of a multipart object do not name its boundary and part type."""
+
+
+def needs_head(key: str) -> bool:
+    """Whether :func:`headers_for` needs the first bytes of ``key``'s body (a multipart object)."""
+    return _MULTIPART_KEY.fullmatch(key) is not None
+
+
+def headers_for(key: str, head: bytes = b"") -> dict[str, str]:
+    """The headers of an object, from its key and the first bytes of its body.
+
+    This is what makes a site folder portable: nothing but the file's name and
+    bytes is needed to answer with the right Content-Type, Content-Encoding and
+    Cache-Control (S3 keeps the same headers as object metadata).  ``head`` is
+    at least the first :data:`HEAD_BYTES` bytes of the body (all of it when shorter).
+
+    Raises
+    ------
+    HeadersLostError
+        For a multipart key whose body does not start with a boundary and a part header.
+    """
+    cache = IMMUTABLE if _INSTANCE_LEVEL.fullmatch(key) else INDEX
+    name = key.rpartition("/")[2]
+    encoding = None
+    if needs_head(key):
+        match = _PART_HEAD.match(head)
+        if match is None:
+            raise HeadersLostError(f"{key}: headers lost: the body does not start with a multipart "
+                                   f"boundary and part Content-Type ({bytes(head[:40])!r})")
+        boundary, part = match.group(1).decode(), match.group(2).decode("latin-1")
+        part_type, _, params = part.partition(";")
+        ts = f";{params}" if params else ""
+        content_type = f'multipart/related; type="{part_type.strip()}"{ts}; boundary={boundary}'
+    elif name == "thumbnail":
+        content_type = "image/jpeg"
+    elif key.startswith(("studies", "series", "_q/")):
+        content_type, encoding = DICOM_JSON, GZIP
+    else:
+        content_type = _BY_EXTENSION.get(name[name.rfind("."):] if "." in name else "",
+                                         "application/octet-stream")
+        if content_type in ("application/json", "application/x-ndjson"):
+            encoding = GZIP
+    out = {"Content-Type": content_type, "Cache-Control": cache}
+    if encoding and head[:2] == _GZIP_MAGIC:
+        out["Content-Encoding"] = encoding
+    return out
+
+
 def _json(key: str, *, index: bool) -> ObjectSpec:
     return ObjectSpec(key, DICOM_JSON, GZIP, INDEX if index else IMMUTABLE)
 
@@ -218,6 +278,21 @@ def series_record(study: str, series_uid: str) -> ObjectSpec:
     """What the converter knows of one series: its QIDO rows and instance hashes."""
     return ObjectSpec(f"{SITE_PREFIX}series/{study}/{series_uid}.json", "application/json",
                       GZIP, INDEX)
+
+
+def instance_record(instance_uid: str) -> ObjectSpec:
+    """Where an SOP Instance UID is in the site: ``_site/instances/{xx}/{I}.json``.
+
+    One small uncompressed JSON object per instance (study, series, SHA-256 of
+    its Part 10 bytes, profile), created with a create-only write: the first
+    writer of a UID claims it, every other writer of that UID (another
+    converter, STOW-RS) reads where it is.  ``xx`` is the first two hex digits
+    of the SHA-256 of the UID, so no folder holds more than 1/256 of a site's
+    records.
+    """
+    shard = hashlib.sha256(instance_uid.encode("ascii")).hexdigest()[:2]
+    return ObjectSpec(f"{SITE_PREFIX}instances/{shard}/{instance_uid}.json", "application/json",
+                      cache_control=INDEX)
 
 
 def root_record(name: str) -> ObjectSpec:

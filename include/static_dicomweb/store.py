@@ -1,43 +1,31 @@
 """Where a site's objects live: a small protocol and the local-folder store.
 
-The local store keeps each key ``K`` in one file under the root ``R`` that
-holds the object's bytes exactly as S3 would, gzip included; the file's name
-ends in ``.body``.  Under mapping 2 (every folder this version creates), the
-first five segments of a key at most are folders and the remaining segments
-are the file name, joined by ``+``: ``studies/S/series/SE/instances/I`` is
+A site folder is portable: it is nothing but files with the objects' bytes,
+so ``cp -r``, ``tar``, ``zip``, ``rsync`` and file systems without extended
+attributes keep it whole.  The local store keeps each key ``K`` in one file
+under the root ``R`` holding the object's bytes exactly as S3 holds them,
+gzip included, named ``K`` with ``.body`` appended.  At most the first five
+segments of a key are folders; further segments are joined to the sixth
+with ``+``: ``studies/S/series/SE/instances/I`` is
 ``R/studies/S/series/SE/instances/I.body`` and its frame ``.../I/frames/1``
 is ``R/studies/S/series/SE/instances/I+frames+1.body``, in the same folder,
-so writing an instance creates no folder.  Mapping 1 (folders written before
-mapping 2 existed) made every segment but the last a folder; such a folder
-keeps it, for reading and writing.  The hidden file ``R/.static-dicomweb-store``
-names the mapping (absent: mapping 1 when ``R`` holds ``studies`` or
-``_site``; otherwise a new site, mapping 2, and the file is written with the
-first object).
+so writing an instance creates no folder.  Keys never contain ``.body`` or
+``+`` (UIDs are digits and dots, the other segments are letters), so
+``studies/S/series/SE`` (a file) and ``studies/S/series/SE/...`` (a folder)
+live side by side and every file names one key.
 
-The headers (Content-Type, Content-Encoding, Cache-Control and ``x-amz-meta-*``
-user metadata) are kept beside the bytes, in the file's extended attribute
-``user.static_dicomweb.headers`` (JSON), or, on a file system without user
-extended attributes, in the sidecar file whose name ends in ``.head.json``
-instead of ``.body``.  Keys never contain ``.body`` or ``+`` (UIDs are digits
-and dots, the other segments are letters), so ``studies/S/series/SE`` (a
-file) and ``studies/S/series/SE/...`` (a folder) live side by side and every
-file names one key.  ``serve`` maps request paths back by the same rule.
-Writes are atomic for readers: a new object's file is created in place and
-gets its headers attribute last, and a body without it is read as absent (a
-write in progress, or one interrupted, which the next write of the key
-replaces); an object that exists is replaced by a temporary file, bytes and
-headers, renamed over it.  Renaming every new file too took twice the kernel
-time a file creation takes, and a full build creates hundreds of thousands.
-
-Copy a local site with ``cp -a`` or ``rsync -aX`` (which keep extended
-attributes and the hidden mapping file); ``aws s3 sync`` does not carry them:
-use ``static-dicomweb``'s own upload (pipeline issue) for S3.
+The headers follow from the key and the body's first bytes
+(:func:`static_dicomweb.keys.headers_for`): nothing is kept beside the bytes
+but an object's user metadata (``x-amz-meta-*``), where it has any, in the
+JSON file whose name ends in ``.meta`` instead of ``.body``.  Writes go to a
+hidden temporary file renamed over the target (the ``.meta`` file first), so
+a ``.body`` file that exists is a whole object.  The hidden file
+``R/.static-dicomweb-store`` records the layout (``{"mapping": 3}``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import itertools
 import json
@@ -47,26 +35,25 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from .errors import KeyNotFoundError, StoreError
+from . import keys
+from .errors import KeyNotFoundError, ObjectExistsError, StoreError
 from .keys import ObjectSpec
 
 log = logging.getLogger(__name__)
 
 BODY = ".body"
-HEAD = ".head.json"
-XATTR = "user.static_dicomweb.headers"
+META = ".meta"
 #: The hidden file at the root of a local site that names its key-to-file mapping.
 MAPPING_FILE = ".static-dicomweb-store"
-#: The mapping new folders get: at most this many key segments are folders ...
+#: The mapping this version writes (2 differed only in keeping headers in extended attributes).
+MAPPING = 3
+#: At most this many key segments are folders ...
 FOLDERS = 5
 #: ... and the segments after them are joined into the file name with this.
 JOIN = "+"
-#: ``json.dumps(headers, sort_keys=True)``, with the encoder built once.
-_HEADERS_JSON = json.JSONEncoder(sort_keys=True)
-#: Top-level names a site of mapping 1 always holds (an object under ``studies/`` or ``_site/``).
-_SITE_NAMES = ("studies", "_site")
+META_PREFIX = "x-amz-meta-"
 
 
 @dataclass(frozen=True)
@@ -88,8 +75,13 @@ class Store(Protocol):
     url: str
 
     def put(self, spec: ObjectSpec, pieces: Sequence[Piece],
-            meta: dict[str, str] | None = None) -> None:
-        """Write an object (atomically) from pieces, with ``spec``'s headers and user metadata."""
+            meta: dict[str, str] | None = None, *, if_absent: bool = False) -> None:
+        """Write an object (atomically) from pieces, with ``spec``'s headers and user metadata.
+
+        With ``if_absent``, only when the key holds no object yet (else
+        :class:`~static_dicomweb.errors.ObjectExistsError`), atomically against
+        every other writer: the way two writers agree on who claims a key.
+        """
 
     def get(self, key: str) -> bytes:
         """The stored bytes of ``key`` (still gzip-compressed where stored so)."""
@@ -100,8 +92,14 @@ class Store(Protocol):
     def children(self, prefix: str) -> list[str]:
         """Names directly under ``prefix`` (a key prefix ending in ``/``), sorted."""
 
+    def walk(self, prefix: str = "") -> Iterator[str]:
+        """Every key under ``prefix``."""
+
     def delete(self, key: str) -> None:
         """Remove ``key`` (no error when it does not exist)."""
+
+    def exists(self) -> bool:
+        """Whether the site's location exists (a folder, or a bucket one can read)."""
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
         """Exclusive access for index aggregation across processes."""
@@ -122,76 +120,56 @@ class LocalStore:
         self.url = str(self.root)
         self._made: set[str] = set()
         self._tmp = itertools.count()
-        self._xattr = True
-        #: 1 or 2 once known; 0 while R holds no site yet (mapping 2, the file not yet written)
-        self._mapping: int | None = None
+        self._recorded = False
 
     def __reduce__(self) -> tuple[type[LocalStore], tuple[str]]:
         return (LocalStore, (str(self.root),))
 
+    def exists(self) -> bool:
+        """Whether the site folder exists."""
+        return self.root.is_dir()
+
     # -- the key-to-file mapping ---------------------------------------------
 
-    @property
-    def mapping(self) -> int:
-        """The key-to-file mapping of this folder: 2, or 1 for a folder written before it."""
-        return self._known_mapping() or 2
-
-    def _known_mapping(self) -> int:
-        if not self._mapping:  # unknown, or no site yet (a writer may have made one since)
-            self._mapping = self._read_mapping()
-        return self._mapping
-
-    def _read_mapping(self) -> int:
-        record = self._mapping_record()
-        if record is None:
-            if not any(os.path.lexists(f"{self.url}/{name}") for name in _SITE_NAMES):
-                return 0
-            # a writer of a new site records its mapping before its first object: look again
-            record = self._mapping_record()
-        return 1 if record is None else record
-
-    def _mapping_record(self) -> int | None:
+    def check_mapping(self) -> None:
+        """Refuse a folder whose record names a layout this version does not know."""
         try:
             with open(f"{self.url}/{MAPPING_FILE}", "rb") as fh:
                 text = fh.read()
         except (FileNotFoundError, NotADirectoryError):
-            return None
+            return
         try:
             mapping = int(json.loads(text)["mapping"])
         except (ValueError, KeyError, TypeError) as exc:
             raise StoreError(f"{self.url}/{MAPPING_FILE}: not a mapping record: {text[:80]!r}") from exc
-        if mapping not in (1, 2):
+        if mapping not in (2, MAPPING):
             raise StoreError(f"{self.url}: key-to-file mapping {mapping} is not known to this "
-                             "version of static-dicomweb (it knows 1 and 2)")
-        return mapping
+                             f"version of static-dicomweb (it reads 2 and {MAPPING})")
 
-    def _writable_mapping(self) -> int:
-        """The mapping for a write; a new site gets mapping 2 and its record first."""
-        mapping = self._known_mapping()
-        if mapping == 0:
+    def _record_mapping(self) -> None:
+        """Write the mapping record with the first object of a new site."""
+        if self._recorded:
+            return
+        record = f"{self.url}/{MAPPING_FILE}"
+        if not Path(record).exists():
             self._mkdir(self.url)
-            record = f"{self.url}/{MAPPING_FILE}"
             tmp = self._tmp_name(record)
             with open(tmp, "wb") as fh:
-                fh.write(json.dumps({"mapping": 2}).encode() + b"\n")
+                fh.write(json.dumps({"mapping": MAPPING}).encode() + b"\n")
             os.replace(tmp, record)
-            mapping = self._mapping = 2
-        return mapping
+        self._recorded = True
 
-    def _file(self, key: str, suffix: str, mapping: int) -> str:
-        """The file of ``key`` (``suffix``: body or sidecar) under ``mapping``."""
+    def _file(self, key: str, suffix: str = BODY) -> str:
+        """The file of ``key`` (its body, or with ``suffix`` its user metadata)."""
         _check_key(key)
-        return self._mapped(key, suffix, mapping)
-
-    def _mapped(self, key: str, suffix: str, mapping: int) -> str:
-        if mapping != 1 and key.count("/") > FOLDERS:
+        if key.count("/") > FOLDERS:
             parts = key.split("/")
             key = "/".join(parts[:FOLDERS]) + "/" + JOIN.join(parts[FOLDERS:])
         return f"{self.url}/{key}{suffix}"
 
     def path(self, key: str) -> Path:
         """The body file of ``key``; refuses keys that would leave the root."""
-        return Path(self._file(key, BODY, self.mapping))
+        return Path(self._file(key))
 
     def _tmp_name(self, target: str) -> str:
         folder, _, name = target.rpartition("/")
@@ -230,61 +208,18 @@ class LocalStore:
                     _copy_range(src.fileno(), fd, 0, os.fstat(src.fileno()).st_size)
         _write_all(fd, buffers)
 
-    def _set_headers(self, fd: int, headers: bytes) -> bool:
-        """Give the open file its headers attribute; False on a file system without them."""
-        if self._xattr:
-            try:
-                os.setxattr(fd, XATTR, headers)
-                return True
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
-                    raise
-                log.info("%s: no user extended attributes; headers go to .head.json files",
-                         self.root)
-                self._xattr = False
-        return False
-
-    def _create(self, target: str, pieces: Sequence[Piece], headers: bytes) -> bool:
-        """Write a new object in place: the headers attribute, set last, marks it complete.
-
-        False when ``target`` exists (a replacement goes through a temporary
-        file and a rename) or the file system keeps no extended attributes.
-        """
-        try:
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except FileExistsError:
-            return False
-        done = False
-        try:
-            self._fill(fd, pieces)
-            done = self._set_headers(fd, headers)
-        finally:
-            if not done:  # remove what this call created, not a file renamed over it since
-                with contextlib.suppress(OSError):
-                    if Path(target).stat().st_ino == os.fstat(fd).st_ino:
-                        Path(target).unlink()
-            os.close(fd)
-        return done
-
-    def _write(self, target: str, pieces: Sequence[Piece], headers: bytes) -> str:
-        """A complete temporary file beside ``target`` (headers included), to rename over it."""
+    def _temporary(self, target: str, pieces: Sequence[Piece]) -> str:
+        """A complete temporary file beside ``target``, to rename (or link) into place."""
         tmp = self._tmp_name(target)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
             self._fill(fd, pieces)
-            self._set_headers(fd, headers)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 Path(tmp).unlink()
             raise
         os.close(fd)
-        if not self._xattr:
-            head = target[: -len(BODY)] + HEAD
-            head_tmp = self._tmp_name(head)
-            with open(head_tmp, "wb") as fh:
-                fh.write(headers)
-            os.replace(head_tmp, head)
         return tmp
 
     def _copy_slice(self, out_fd: int, piece: Slice) -> None:
@@ -296,67 +231,116 @@ class LocalStore:
             os.close(src)
 
     def put(self, spec: ObjectSpec, pieces: Sequence[Piece],
-            meta: dict[str, str] | None = None) -> None:
-        """Write ``spec.key`` from ``pieces`` with its headers, atomically for readers.
+            meta: dict[str, str] | None = None, *, if_absent: bool = False) -> None:
+        """Write ``spec.key`` from ``pieces``, atomically for readers.
 
-        A new object is created in place and its headers attribute is set
-        last: readers take a body without it for absent (an interrupted write
-        leaves such a body; the next write of the key replaces it).  An
-        existing object, or any object on a file system without extended
-        attributes, is written to a temporary file renamed over it.
+        The bytes go to a temporary file renamed over the target (with
+        ``if_absent``, hard-linked to it, which fails when it exists).  User
+        metadata goes to the ``.meta`` file first; an object written without
+        any loses an older ``.meta``.
+
+        Raises
+        ------
+        StoreError
+            When ``spec``'s headers are not the ones its key and bytes give
+            (a folder site keeps no headers: they must follow from both).
+        ObjectExistsError
+            With ``if_absent``, when the key holds an object already.
         """
-        _check_key(spec.key)  # before anything is written, the mapping record included
-        target = self._mapped(spec.key, BODY, self._writable_mapping())
-        headers = spec.headers()
-        for name, value in (meta or {}).items():
-            headers[f"x-amz-meta-{name}"] = value
-        encoded = _HEADERS_JSON.encode(headers).encode()
+        target = self._file(spec.key)  # checks the key before anything is written
+        self._check_derivable(spec, pieces)
+        if if_absent and meta:
+            raise StoreError(f"{spec.key}: a create-only write carries no user metadata")
+        self._record_mapping()
         self._mkdir(target.rpartition("/")[0])
-        if self._xattr and self._create(target, pieces, encoded):
+        meta_file = target[: -len(BODY)] + META
+        if meta:
+            tmp = self._temporary(meta_file, [json.dumps(meta, sort_keys=True).encode()])
+            os.replace(tmp, meta_file)
+        elif not if_absent:
+            with contextlib.suppress(FileNotFoundError):
+                Path(meta_file).unlink()
+        tmp = self._temporary(target, pieces)
+        if not if_absent:
+            os.replace(tmp, target)
             return
-        os.replace(self._write(target, pieces, encoded), target)
+        try:
+            os.link(tmp, target)
+        except FileExistsError as exc:
+            raise ObjectExistsError(f"{spec.key}: already in {self.url}") from exc
+        finally:
+            Path(tmp).unlink()
+
+    def _check_derivable(self, spec: ObjectSpec, pieces: Sequence[Piece]) -> None:
+        """Refuse an object whose headers would not follow from its key and first bytes."""
+        first = pieces[0] if pieces else b""
+        if isinstance(first, Slice):
+            fd = self._open(first.key)
+            try:
+                head = os.pread(fd, keys.HEAD_BYTES, first.start)
+            finally:
+                os.close(fd)
+        elif isinstance(first, Path):
+            with open(first, "rb") as fh:
+                head = fh.read(keys.HEAD_BYTES)
+        else:
+            head = bytes(first[: keys.HEAD_BYTES])
+        try:
+            derived = keys.headers_for(spec.key, head)
+        except keys.HeadersLostError as exc:
+            raise StoreError(str(exc)) from exc
+        if derived != spec.headers():
+            raise StoreError(f"{spec.key}: headers {spec.headers()} do not follow from the key and "
+                             f"its bytes ({derived}); a site folder could not serve them")
 
     # -- reading -------------------------------------------------------------
 
     def _open(self, key: str) -> int:
-        """An open descriptor of ``key``'s complete body."""
-        mapping = self.mapping
+        """An open descriptor of ``key``'s body."""
         try:
-            fd = os.open(self._file(key, BODY, mapping), os.O_RDONLY | os.O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError) as exc:
+            return os.open(self._file(key), os.O_RDONLY | os.O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
             raise KeyNotFoundError(f"{key}: not in {self.url}") from exc
-        if not _complete(fd, self._file(key, HEAD, mapping)):
-            os.close(fd)
-            raise KeyNotFoundError(f"{key}: not in {self.url} (being written)")
-        return fd
 
     def get(self, key: str) -> bytes:
         """The stored body of ``key``."""
-        fd = self._open(key)
-        with open(fd, "rb") as fh:
+        with open(self._open(key), "rb") as fh:
             return fh.read()
 
     def headers(self, key: str) -> dict[str, str] | None:
-        """The headers of ``key`` or None when its body does not exist."""
-        mapping = self.mapping
-        path = self._file(key, BODY, mapping)
+        """The headers of ``key`` (from its key and first bytes), or None when it does not exist.
+
+        Raises
+        ------
+        StoreError
+            When a multipart body does not start with its boundary ("headers lost").
+        """
         try:
-            return dict(json.loads(os.getxattr(path, XATTR)))
-        except (FileNotFoundError, NotADirectoryError):
+            fd = self._open(key)
+        except KeyNotFoundError:
             return None
-        except OSError:
-            pass
         try:
-            with open(self._file(key, HEAD, mapping), "rb") as fh:
-                return dict(json.loads(fh.read()))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            head = os.pread(fd, keys.HEAD_BYTES, 0) if keys.needs_head(key) else os.pread(fd, 2, 0)
+        finally:
+            os.close(fd)
+        try:
+            out = keys.headers_for(key, head)
+        except keys.HeadersLostError as exc:
+            raise StoreError(f"{self.url}: {exc}") from exc
+        try:
+            with open(self._file(key, META), "rb") as fh:
+                meta = json.loads(fh.read())
+        except FileNotFoundError:
+            return out
+        for name, value in meta.items():
+            out[META_PREFIX + name] = str(value)
+        return out
 
     def children(self, prefix: str) -> list[str]:
         """Immediate children of a key prefix: object names and folder names."""
         parts = _prefix_parts(prefix)
         lead = ""
-        if self.mapping != 1 and len(parts) > FOLDERS:  # names in the folder of the first five
+        if len(parts) > FOLDERS:  # names in the folder of the first five
             lead = JOIN.join(parts[FOLDERS:]) + JOIN
             parts = parts[:FOLDERS]
         try:
@@ -369,7 +353,7 @@ class LocalStore:
                 continue
             if name.endswith(BODY):
                 stem = name[: -len(BODY)]
-            elif name.endswith(HEAD) or lead:  # a sidecar, or a folder where only files are
+            elif name.endswith((META, ".head.json")) or lead:  # not a folder of keys
                 continue
             else:
                 out.add(name)
@@ -381,34 +365,30 @@ class LocalStore:
         return sorted(out)
 
     def delete(self, key: str) -> None:
-        """Remove the object and its sidecar, if any."""
-        mapping = self.mapping
-        for suffix in (BODY, HEAD):
+        """Remove the object and its user metadata, if any."""
+        for suffix in (BODY, META):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                Path(self._file(key, suffix, mapping)).unlink()
+                Path(self._file(key, suffix)).unlink()
 
     def walk(self, prefix: str = "") -> Iterator[str]:
-        """Every key under ``prefix`` (walks the folder; bodies still being written are not keys)."""
+        """Every key under ``prefix`` (walks the folder; hidden temporary files are not keys)."""
         parts = _prefix_parts(prefix)
         under = "/".join(parts) + "/" if parts else ""
-        if self.mapping != 1:
-            parts = parts[:FOLDERS]
-        base = "/".join([self.url, *parts])
+        base = "/".join([self.url, *parts[:FOLDERS]])
         for folder, dirs, files in os.walk(base):
-            dirs.sort()
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             rel = os.path.relpath(folder, self.url).replace(os.sep, "/")
             lead = "" if rel == "." else rel + "/"
             for name in sorted(files):
                 if name.endswith(BODY) and not name.startswith("."):
-                    stem = name[: -len(BODY)]
-                    key = lead + stem.replace(JOIN, "/")
-                    if key.startswith(under) and _complete(f"{folder}/{name}", f"{folder}/{stem}{HEAD}"):
+                    key = lead + name[: -len(BODY)].replace(JOIN, "/")
+                    if key.startswith(under):
                         yield key
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """An exclusive ``flock`` on ``R/_site/.lock``."""
-        self._writable_mapping()
+        self._record_mapping()
         folder = f"{self.url}/_site"
         self._mkdir(folder)
         with open(f"{folder}/.lock", "a+b") as fh:
@@ -443,22 +423,6 @@ def _prefix_parts(prefix: str) -> list[str]:
     return stripped.split("/") if stripped else []
 
 
-def _complete(body: int | str, sidecar: str) -> bool:
-    """Whether a body file (open descriptor or path) is a whole object, not a write in progress.
-
-    It is when it has its headers attribute, or its headers are in a sidecar
-    (a site written or copied where there are no extended attributes), or
-    the file system keeps no attributes (such writes are renamed into place).
-    """
-    try:
-        os.getxattr(body, XATTR)
-    except OSError as exc:
-        if exc.errno == errno.ENODATA:
-            return Path(sidecar).exists()
-        return exc.errno != errno.ENOENT
-    return True
-
-
 def _write_all(fd: int, buffers: Sequence[bytes | memoryview]) -> None:
     """Write ``buffers`` in order, with as few system calls as the kernel allows."""
     pending = list(buffers)
@@ -481,17 +445,38 @@ def _copy_range(src_fd: int, dst_fd: int, offset: int, count: int) -> None:
         count -= sent
 
 
-def open_store(dest: str, *, endpoint_url: str | None = None) -> Store:
-    """The store for a destination: a folder, or ``s3://bucket/prefix``.
+def open_store(location: str, *, client: Any = None, endpoint_url: str | None = None) -> Store:
+    """The store of a site: a folder, or ``s3://bucket/prefix``.
+
+    The one place that tells the two apart.  Opening touches nothing: a folder
+    that does not exist is created by the first write only
+    (:meth:`LocalStore.exists` tells readers).
+
+    Parameters
+    ----------
+    location
+        A folder, or ``s3://bucket[/prefix]``.
+    client
+        A ready boto3 S3 client for an ``s3://`` location (in Airflow, the
+        Amazon provider's ``S3Hook(aws_conn_id).get_conn()``); else one is made
+        on first use from ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) and boto3's
+        credential chain.
 
     Raises
     ------
     StoreError
-        For an ``s3://`` URL without a bucket.
-
+        For an ``s3://`` URL without a bucket, or a folder whose layout record
+        names a layout this version does not know.
     """
-    if dest.startswith("s3://"):
+    if is_s3(location):
         from .s3store import S3Store
 
-        return S3Store(dest, endpoint_url=endpoint_url)
-    return LocalStore(dest)
+        return S3Store(location, endpoint_url=endpoint_url, client=client)
+    store = LocalStore(location)
+    store.check_mapping()
+    return store
+
+
+def is_s3(location: str) -> bool:
+    """Whether ``location`` names an S3 site or source (``s3://…``)."""
+    return location.startswith("s3://")

@@ -1,7 +1,8 @@
 """Validation of a site against the site contract and PS3.18.
 
-Reads a site the way a client does (from a folder by the store rule, or from
-an HTTP base URL) and reports each finding with the key it is about.  A site
+Reads a site the way a client does (through its store: a folder or
+``s3://bucket/prefix``; or from an HTTP base URL) and reports each finding
+with the key it is about.  A site
 conforms when there is no finding of severity ``error``.
 """
 
@@ -21,10 +22,10 @@ from typing import Any, Protocol
 
 from . import keys, multipart
 from .dicomjson import JsonDict, first
-from .errors import KeyNotFoundError
+from .errors import KeyNotFoundError, StoreError
 from .qido import INSTANCE_ATTRS, SERIES_ATTRS, STUDY_ATTRS
 from .reader import SYNTAXES
-from .store import LocalStore
+from .store import Store, open_store
 from .thumbnail import decode_frame
 
 log = logging.getLogger(__name__)
@@ -57,19 +58,29 @@ class SiteReader(Protocol):
         """The object at ``key``, or None when there is none."""
 
 
-class FolderReader:
-    """Reads a local site by the store rule."""
+class StoreReader:
+    """Reads a site through its store (a folder, or S3), headers and bytes as S3 would serve them."""
 
-    def __init__(self, root: str) -> None:
-        self.store = LocalStore(root)
-        self.location = self.store.url
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.location = store.url
 
     def fetch(self, key: str) -> Response | None:
-        """Headers and decoded body of ``key``."""
+        """Headers and decoded body of ``key``.
+
+        Raises
+        ------
+        StoreError
+            When the object's headers cannot be told (a folder object whose
+            multipart body lost its boundary line: "headers lost").
+        """
         headers = self.store.headers(key)
         if headers is None:
             return None
-        body = self.store.get(key)
+        try:
+            body = self.store.get(key)
+        except KeyNotFoundError:  # deleted between the two reads
+            return None
         if headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
         return Response(headers, body)
@@ -212,8 +223,16 @@ class Validator:
         self.decode_frames = decode_frames
         self.report = Report(reader.location)
 
+    def _fetch(self, key: str) -> Response | None:
+        """``reader.fetch``, with an object whose headers cannot be read reported, not raised."""
+        try:
+            return self.reader.fetch(key)
+        except StoreError as exc:
+            self.report.error(key, str(exc))
+            return None
+
     def _json(self, key: str, *, index: bool = True) -> Any:
-        resp = self.reader.fetch(key)
+        resp = self._fetch(key)
         if resp is None:
             self.report.error(key, "missing")
             return None
@@ -237,7 +256,7 @@ class Validator:
 
     def run(self) -> Report:
         """Validate everything reachable from the root indexes."""
-        manifest = self.reader.fetch(keys.manifest().key)
+        manifest = self._fetch(keys.manifest().key)
         if manifest is None:
             self.report.error(keys.manifest().key, "missing: the site is incomplete")
         studies = self._json("studies") or []
@@ -308,7 +327,7 @@ class Validator:
             self.report.error(f"{base}/metadata", "differs from the series metadata")
         for uri in _bulk_uris(meta):
             key = posixpath.normpath(f"studies/{study}/series/{series}/{uri}")
-            if key.startswith("..") or self.reader.fetch(key) is None:
+            if key.startswith("..") or self._fetch(key) is None:
                 self.report.error(f"{base}/metadata", f"BulkDataURI {uri} does not resolve")
         frames = first(meta, "00280008") or (1 if "7FE00010" in meta else 0)
         syntax = str(first(meta, "00020010") or "")
@@ -318,7 +337,7 @@ class Validator:
         self.report.count("instances")
 
     def _frame(self, key: str, meta: JsonDict, syntax: str) -> None:
-        resp = self.reader.fetch(key)
+        resp = self._fetch(key)
         if resp is None:
             self.report.error(key, "missing")
             return
@@ -346,7 +365,7 @@ class Validator:
                 self.report.error(key, f"frame does not decode: {exc}")
 
     def _retrieve(self, key: str, parts: int, *, optional: bool) -> None:
-        resp = self.reader.fetch(key)
+        resp = self._fetch(key)
         if resp is None:
             if not optional:
                 self.report.error(key, "missing")
@@ -365,7 +384,7 @@ class Validator:
                 break
 
     def _thumbnail(self, key: str) -> None:
-        resp = self.reader.fetch(key)
+        resp = self._fetch(key)
         if resp is None:
             return
         self.report.count("thumbnails")
@@ -383,11 +402,20 @@ def _bulk_uris(obj: JsonDict) -> Iterator[str]:
             yield from _bulk_uris(item)
 
 
-def reader_for(location: str) -> SiteReader:
-    """An HTTP reader for ``http(s)://`` URLs, a folder reader otherwise."""
+def reader_for(location: str, *, client: Any = None, endpoint_url: str | None = None) -> SiteReader:
+    """An HTTP reader for ``http(s)://`` URLs, a store reader (folder or ``s3://``) otherwise.
+
+    Raises
+    ------
+    StoreError
+        When there is no site folder or bucket at ``location`` (nothing is created).
+    """
     if location.startswith(("http://", "https://")):
         return HttpReader(location)
-    return FolderReader(location)
+    store = open_store(location, client=client, endpoint_url=endpoint_url)
+    if not store.exists():
+        raise StoreError(f"{location}: no such site (no folder or bucket there)")
+    return StoreReader(store)
 
 
 def compare_with_source(reader: SiteReader, sources: Iterable[str | Path], report: Report) -> None:
@@ -461,15 +489,22 @@ def html_report(report: Report) -> bytes:
 
 
 def validate(location: str, *, decode_frames: bool = True, keep: bool = True,
-             source: Sequence[str | Path] = ()) -> Report:
-    """Validate the site at ``location`` (a folder or an HTTP base URL).
+             source: Sequence[str | Path] = (), client: Any = None,
+             endpoint_url: str | None = None) -> Report:
+    """Validate the site at ``location``: a folder, ``s3://bucket/prefix`` or an HTTP base URL.
 
     With ``source`` (the converted Part 10 files or folders), every frame's
-    decoded pixels are compared with the source's.  With ``keep`` and a folder,
-    the JSON and HTML reports are written into the site at
-    ``_site/validation-report.json`` and ``_site/validation-report.html``.
+    decoded pixels are compared with the source's.  With ``keep`` and a store
+    (folder or S3), the JSON and HTML reports are written into the site at
+    ``_site/validation-report.json`` and ``_site/validation-report.html``; a
+    site that cannot be written (read-only) keeps none, which is logged once.
+
+    Raises
+    ------
+    StoreError
+        When there is no site at ``location`` (nothing is created there).
     """
-    reader = reader_for(location)
+    reader = reader_for(location, client=client, endpoint_url=endpoint_url)
     try:
         report = Validator(reader, decode_frames=decode_frames).run()
         if source:
@@ -477,12 +512,21 @@ def validate(location: str, *, decode_frames: bool = True, keep: bool = True,
     except KeyNotFoundError as exc:
         report = Report(reader.location)
         report.error("", str(exc))
-    if keep and isinstance(reader, FolderReader):
-        from .dicomjson import encode
-
-        reader.store.put(keys.validation_report(), [encode(report.to_json())])
-        reader.store.put(keys.ObjectSpec(f"{keys.SITE_PREFIX}validation-report.html", "text/html",
-                                         cache_control=keys.INDEX), [html_report(report)])
+    if keep and isinstance(reader, StoreReader):
+        keep_report(reader.store, report)
     return report
 
 
+def keep_report(store: Store, report: Report) -> bool:
+    """Write the JSON and HTML reports into the site; False (logged) where it cannot be written."""
+    from .dicomjson import encode
+
+    try:
+        store.put(keys.validation_report(), [encode(report.to_json())])
+        store.put(keys.ObjectSpec(f"{keys.SITE_PREFIX}validation-report.html", "text/html",
+                                  cache_control=keys.INDEX), [html_report(report)])
+    except Exception as exc:  # a read-only folder (OSError) or bucket (ClientError) alike
+        log.warning("the validation report was not kept in %s (%s: %s); --report FILE writes it "
+                    "elsewhere", store.url, type(exc).__name__, exc)
+        return False
+    return True

@@ -74,7 +74,7 @@ def publish(store: Store, model: str, weights: Path, **info: Any) -> dict[str, A
     sha = hashlib.sha256(data).hexdigest()
     key = weights_key(model, sha)
     if store.headers(key) is None:
-        store.put(ObjectSpec(key, "application/octet-stream"), [data])
+        store.put(ObjectSpec(key, "application/octet-stream", cache_control=keys.INDEX), [data])
     record = {"model": model, "sha256": sha, "key": key, "bytes": len(data),
               "published_at": datetime.now(UTC).isoformat(timespec="seconds"), **info}
     store.put(ObjectSpec(current_key(model), "application/json", cache_control=keys.INDEX),
