@@ -71,6 +71,16 @@ def check_series_round_trip(client: DICOMwebClient, base_url: str,
 
 
 def test_sample_site_round_trip(sample_dir: Path, site_url: str) -> None:
+    check_site_round_trip(sample_dir, site_url)
+
+
+def check_site_round_trip(sample_dir: Path, site_url: str) -> None:
+    """The strict read-back of a whole site of ``sample_dir`` at ``site_url`` through dicomweb-client.
+
+    QIDO at every level (root series as MONAI Label searches), series and instance
+    retrieve against the source files element for element and byte for byte,
+    every frame's decoded pixels against the source's.
+    """
     client = DICOMwebClient(site_url)
     sources = {}
     for path in sample_files(sample_dir):
