@@ -12,7 +12,8 @@ Manual runs take the whole source.  The weekly schedule takes only what the
 source changed in the run's data interval, so backfills over past intervals
 work and reruns are idempotent.  Trigger from the UI with params, e.g.
 ``{"source": "nbia:NLST", "destination": "s3://bucket/nlst", "limit": 10}``;
-S3 access uses the ``aws_conn_id`` connection.
+S3 access uses the ``aws_conn_id`` connection.  ``validate`` and ``publish`` link to
+the site's viewer and validation report (``plugins/static_dicomweb_plugin.py``).
 """
 
 from __future__ import annotations
@@ -20,25 +21,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
+from airflow.sdk import CronDataIntervalTimetable, dag, task
 
 from static_dicomweb_airflow.assets import SITE
+from static_dicomweb_airflow.lineage import outlets_as_outputs
+from static_dicomweb_airflow.links import ValidationReportLink, ViewerLink
+from static_dicomweb_airflow.params import airflow_params
 from static_dicomweb_airflow.pools import SOURCE_POOL, WRITE_POOL
 
-PARAMS = {
-    "source": Param("/data/dicom", type="string",
-                    description="folder, s3://bucket/prefix, nbia:COLLECTION or idc:collection"),
-    "destination": Param("/data/site", type="string", description="site folder or s3://bucket/prefix"),
-    "series_uids": Param([], type="array", description="only these SeriesInstanceUIDs (empty: all)"),
-    "patient_ids": Param([], type="array", description="only these PatientIDs (empty: all)"),
-    "limit": Param(0, type="integer", minimum=0, description="at most this many series (0: all)"),
-    "skip_localizers": Param(True, type="boolean", description="leave out series of 1-3 images"),
-    "batch_size": Param(50, type="integer", minimum=1, description="series per mapped task"),
-    "profile": Param("default", enum=["default", "viewer", "full"]),
-    "download_dir": Param("/tmp/static-dicomweb-downloads", type="string"),
-    "aws_conn_id": Param("aws_default", type="string"),
-    "validate_url": Param("", type="string", description="validate over HTTP here instead"),
-}
+# declared once, with their defaults and descriptions, in static_dicomweb_airflow.params
+PARAMS = airflow_params()
 RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True,
            "max_retry_delay": timedelta(minutes=10)}
 
@@ -48,7 +40,8 @@ RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponentia
 WEEKLY = CronDataIntervalTimetable("@weekly", timezone="UTC")
 
 
-@dag(dag_id="dicomweb_site", schedule=WEEKLY, start_date=datetime(2026, 1, 1), catchup=False,
+@dag(dag_id="dicomweb_site", description="DICOM files -> a static DICOMweb site, validated and published",
+     schedule=WEEKLY, start_date=datetime(2026, 1, 1), catchup=False,
      params=PARAMS, default_args=RETRIES, tags=["static-dicomweb"], doc_md=__doc__)
 def dicomweb_site() -> None:
     # the task bodies import the library (pydicom, numpy, boto3) when they run, not at parse time
@@ -83,10 +76,10 @@ def dicomweb_site() -> None:
         return tasks.aggregate([results[i] for i in range(len(results))], params or {})
 
     @task
-    def validate(summary: Any, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    def validate(summary: Any, params: dict[str, Any] | None = None, ti: Any = None) -> dict[str, Any]:
         from static_dicomweb_airflow import tasks
 
-        return tasks.check(summary, params or {})
+        return tasks.check(summary, params or {}, ti)
 
     @task(outlets=[SITE])
     def publish(report: dict[str, Any], params: dict[str, Any] | None = None,
@@ -97,7 +90,13 @@ def dicomweb_site() -> None:
         return extra
 
     files = download.expand(refs=discover())
-    publish(validate(aggregate(convert.expand(files=files))))
+    checked = validate(aggregate(convert.expand(files=files)))
+    published = publish(checked)
+    # Airflow 3 computes a task's links when it ends, on the worker, and keeps them in XCom
+    checked.operator.operator_extra_links = [ValidationReportLink()]
+    published.operator.operator_extra_links = [ViewerLink(), ValidationReportLink()]
+    # OpenLineage: the dicomweb_site Asset is publish's output
+    outlets_as_outputs(published.operator)
 
 
 dicomweb_site()

@@ -23,19 +23,23 @@ from static_dicomweb_airflow.assets import MODEL, SITE
 PARAMS = {
     "destination": Param("", type="string",
                          description="site folder or s3://bucket/prefix (empty: the triggering event's)"),
-    "model": Param("spine_cpu", type="string"),
+    "model": Param("spine_cpu", type="string", description="the MONAI Label model whose weights to upload"),
     "search_filter": Param({"Modality": "CT"}, type="object",
                            description="MONAI_LABEL_DICOMWEB_SEARCH_FILTER of the server"),
-    "monailabel_conn_id": Param("monailabel_default", type="string"),
-    "aws_conn_id": Param("aws_default", type="string"),
-    "work_dir": Param("/tmp/static-dicomweb-training", type="string"),
-    "check_timeout_s": Param(120, type="integer", minimum=0),
+    "monailabel_conn_id": Param("monailabel_default", type="string",
+                                description="Airflow HTTP connection of the MONAI Label server"),
+    "aws_conn_id": Param("aws_default", type="string", description="Airflow connection for an S3 site"),
+    "work_dir": Param("/tmp/static-dicomweb-training", type="string",
+                      description="worker folder the weights are fetched to"),
+    "check_timeout_s": Param(120, type="integer", minimum=0,
+                             description="wait this long for the server to list the site's images"),
 }
 RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=15), "retry_exponential_backoff": True,
            "max_retry_delay": timedelta(minutes=5)}
 
 
-@dag(dag_id="monailabel_refresh", schedule=(SITE | MODEL), start_date=datetime(2026, 1, 1), catchup=False,
+@dag(dag_id="monailabel_refresh", description="reload MONAI Label's datastore and upload new spine weights",
+     schedule=(SITE | MODEL), start_date=datetime(2026, 1, 1), catchup=False,
      params=PARAMS, default_args=RETRIES, tags=["static-dicomweb", "annotation"], doc_md=__doc__,
      max_active_runs=1)
 def monailabel_refresh() -> None:

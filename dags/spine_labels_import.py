@@ -23,16 +23,20 @@ from static_dicomweb_airflow.pools import SOURCE_POOL
 PARAMS = {
     "destination": Param("/data/site", type="string", description="site folder or s3://bucket/prefix"),
     "series_uids": Param([], type="array", description="NLST CT SeriesInstanceUIDs to label"),
-    "model": Param("spine_cpu", enum=["spine_cpu", "localization_spine"]),
-    "download_dir": Param("/tmp/static-dicomweb-totalseg", type="string"),
-    "profile": Param("default", enum=["default", "viewer", "full"]),
-    "aws_conn_id": Param("aws_default", type="string"),
+    "model": Param("spine_cpu", enum=["spine_cpu", "localization_spine"],
+                   description="map the vertebrae to one spine label, or to C1..L5"),
+    "download_dir": Param("/tmp/static-dicomweb-totalseg", type="string",
+                          description="worker folder for the downloaded SEG and CT files"),
+    "profile": Param("default", enum=["default", "viewer", "full"],
+                     description="which objects to write (docs/site-layout.md)"),
+    "aws_conn_id": Param("aws_default", type="string", description="Airflow connection for an S3 site"),
 }
 RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True,
            "max_retry_delay": timedelta(minutes=10)}
 
 
-@dag(dag_id="spine_labels_import", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
+@dag(dag_id="spine_labels_import", description="import IDC's TotalSegmentator spine SEGs of NLST CT",
+     schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
      params=PARAMS, default_args=RETRIES, tags=["static-dicomweb", "annotation"], doc_md=__doc__)
 def spine_labels_import() -> None:
 

@@ -44,20 +44,22 @@ def site_uri(destination: str) -> str:
     return Path(destination).resolve().as_uri()
 
 
-def report_lineage(task: Any, inputs: Iterable[str], output: str | None) -> None:
+def report_lineage(task: Any, inputs: Iterable[str], output: str | Iterable[str] | None) -> None:
     """Tell Airflow's hook-lineage collector (read by OpenLineage) what a task read and wrote.
 
-    ``inputs`` are URIs of the source series (``s3://…``, ``https://…getImage?…``,
-    ``file://…``); ``output`` the site's.  ``task`` identifies the caller (the
-    collector expects a hook; any stable object serves).
+    ``inputs`` are URIs of what the task read (source series: ``s3://…``,
+    ``https://…getImage?…``, ``file://…``; a site); ``output`` the URI (or URIs) of
+    what it wrote.  ``task`` identifies the caller (the collector expects a hook; any
+    stable object serves).  Each task starts with an empty collector
+    (:mod:`static_dicomweb_airflow.lineage`), so an event lists only its own task's.
     """
     from airflow.sdk.lineage import get_hook_lineage_collector
 
     collector = get_hook_lineage_collector()
     for uri in inputs:
         collector.add_input_asset(task, uri=uri)
-    if output:
-        collector.add_output_asset(task, uri=output)
+    for uri in [output] if isinstance(output, str) else (output or ()):
+        collector.add_output_asset(task, uri=uri)
 
 
 def with_destination(params: dict[str, Any], events: Any) -> dict[str, Any]:
