@@ -244,7 +244,7 @@ def test_an_instance_creates_no_folder(site_dir: Path) -> None:
     """An instance's objects are files in its series' ``instances/`` folder."""
     store = LocalStore(site_dir)
     assert (site_dir / MAPPING_FILE).is_file()
-    instance_folders = [p for p in site_dir.rglob("instances") if p.is_dir()]
+    instance_folders = [p for p in (site_dir / "studies").rglob("instances") if p.is_dir()]
     assert instance_folders
     for folder in instance_folders:
         assert not [p for p in folder.iterdir() if p.is_dir()], folder

@@ -240,8 +240,12 @@ def series_instances(store: Store, study: str, series: str,
     """(metadata JSON, instance row) of every complete instance of a series, in instance order."""
     entries = []
     for sop in store.children(f"studies/{study}/series/{series}/instances/"):
-        if sop in known:
-            entries.append(known[sop])
+        entry = known.get(sop)
+        # ``known`` is by SOP Instance UID: a site written before identity records may hold
+        # one UID in two series, and each series takes only its own instance
+        if entry is not None and (first(entry[1], STUDY_UID), first(entry[1], SERIES_UID)) \
+                == (study, series):
+            entries.append(entry)
             continue
         try:
             body = store.get(keys.instance_metadata(study, series, sop).key)

@@ -1,10 +1,13 @@
 """Conversion: input files → the per-instance objects of a site, then the indexes.
 
-One file is one transaction: it is read and checked completely, checked
-against the instance of the same SOP Instance UID already in the site (a site
-never silently replaces an instance with different content), then its objects
-are written, its metadata last, carrying the SHA-256 of its Part 10 bytes.
-Rerunning writes the same keys with the same bytes.  Aggregation (``aggregate.py``) runs after every file.
+One file is one transaction: it is read and checked completely, then its SOP
+Instance UID is claimed in the site with a create-only identity record
+(``_site/instances/{xx}/{I}.json``: study, series, SHA-256 of the Part 10
+bytes, profile).  An SOP Instance UID names one object in the whole site: a
+file whose UID the site holds with other content, in any series of any study,
+is rejected and nothing is replaced.  Then its objects are written, its
+metadata last.  Rerunning writes the same keys with the same bytes.
+Aggregation (``aggregate.py``) runs after every file.
 """
 
 from __future__ import annotations
@@ -15,18 +18,19 @@ import logging
 import multiprocessing
 import os
 import pickle
+import stat
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
 from . import keys, multipart
 from .aggregate import aggregate
-from .dicomjson import JsonDict, dataset_to_json, encode_attributes, gzip_bytes
-from .errors import ConflictError, RejectedInstanceError
+from .dicomjson import JsonDict, dataset_to_json, encode, encode_attributes, gzip_bytes
+from .errors import ConflictError, ObjectExistsError, RejectedInstanceError
 from .profiles import Profile, get_profile
 from .qido import instance_row
 from .reader import Loaded, SourceInstance, load, plain_us, read_instance
@@ -54,11 +58,24 @@ class Written:
     #: Its metadata as compact JSON (one object), and its QIDO instance row.
     metadata: bytes = field(repr=False, default=b"")
     row: JsonDict = field(repr=False, default_factory=dict)
+    #: Whether this write claimed the SOP Instance UID (it was not in the site before).
+    claimed: bool = False
 
 
 @dataclass(frozen=True)
 class Rejected:
     """One input file that was not converted, and why."""
+
+    path: str
+    reason: str
+    #: For a conflicting duplicate: its SOP Instance UID and the SHA-256 of its bytes.
+    sop: str = ""
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input that is not a file to convert (hidden, a FIFO, a socket, a device, ...)."""
 
     path: str
     reason: str
@@ -70,7 +87,7 @@ class ConversionResult:
 
     written: list[Written] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -87,21 +104,98 @@ class ConversionResult:
         series = [f"{study}/{series}" for study, series in self.touched()]
         return {"instances": len(self.written), "series": series,
                 "rejected": [{"path": r.path, "reason": r.reason} for r in self.rejected],
-                "skipped": self.skipped}
+                "skipped": [{"path": s.path, "reason": s.reason} for s in self.skipped]}
+
+
+def _not_regular(path: Path) -> str | None:
+    """Why ``path`` is not a file to read, from ``stat`` alone (a FIFO is never opened).
+
+    None for a regular file, and for a path that cannot be examined (missing,
+    a dangling link, no permission): reading it names that reason.
+    """
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe), not a regular file; not read"
+    if stat.S_ISSOCK(mode):
+        return "a socket, not a regular file; not read"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device, not a regular file; not read"
+    return "not a regular file; not read"
+
+
+def scan_inputs(inputs: Iterable[str | Path]) -> tuple[list[Path], list[Skipped]]:
+    """The files to convert that ``inputs`` name (folders walked), and what was skipped.
+
+    Files come sorted, without duplicates.  In a folder, hidden entries (name
+    starting with a dot) are skipped, and so are links to folders (not
+    followed); anything that is not a regular file (FIFO, socket, device) is
+    skipped wherever it is named.  Each skipped entry comes with its reason.
+    """
+    found: set[Path] = set()
+    skipped: dict[str, str] = {}
+    for item in inputs:
+        path = Path(item)
+        if not path.is_dir():
+            why = _not_regular(path)
+            if why:
+                skipped[str(path)] = why
+            else:
+                found.add(path)
+            continue
+        for folder, dirs, files in os.walk(path):
+            walked = []
+            for name in dirs:
+                sub = Path(folder, name)
+                if name.startswith("."):
+                    skipped[str(sub)] = "a hidden folder (its name starts with a dot); not read"
+                elif sub.is_symlink():
+                    skipped[str(sub)] = "a link to a folder; not followed"
+                else:
+                    walked.append(name)
+            dirs[:] = walked
+            for name in files:
+                file = Path(folder, name)
+                why = ("a hidden file (its name starts with a dot); not read"
+                       if name.startswith(".") else _not_regular(file))
+                if why:
+                    skipped[str(file)] = why
+                else:
+                    found.add(file)
+    return sorted(found), [Skipped(p, skipped[p]) for p in sorted(skipped)]
 
 
 def collect_files(inputs: Iterable[str | Path]) -> list[Path]:
-    """Every file named by ``inputs`` (folders walked), sorted, without duplicates."""
-    found: set[Path] = set()
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for folder, dirs, files in os.walk(path):
-                dirs[:] = [d for d in dirs if not d.startswith(".")]
-                found.update(Path(folder, f) for f in files if not f.startswith("."))
-        else:
-            found.add(path)
-    return sorted(found)
+    """Every file to convert that ``inputs`` name (see :func:`scan_inputs`), sorted."""
+    return scan_inputs(inputs)[0]
+
+
+def _conflict_reason(inst: SourceInstance, held: JsonDict) -> str:
+    where = f"studies/{held.get('study')}/series/{held.get('series')}"
+    mine = f"studies/{inst.study}/series/{inst.series}"
+    this = "" if where == mine else f", for {mine}"
+    return (f"SOP Instance UID {inst.sop} is already in the site with different content, at "
+            f"{where} (sha256 {str(held.get('sha256'))[:12]}…; this file {inst.sha256[:12]}…"
+            f"{this}); not replaced")
+
+
+def _delete_instance(store: Store, study: str, series: str, sop: str) -> None:
+    """Remove every object of an instance, its metadata (what makes it complete) first."""
+    store.delete(keys.instance_metadata(study, series, sop).key)
+    prefix = keys.instance_prefix(study, series, sop)
+    found = [prefix]
+    folders = [prefix + "/"]
+    while folders:
+        folder = folders.pop()
+        for name in store.children(folder):
+            found.append(folder + name)
+            folders.append(folder + name + "/")
+    for key in found:
+        store.delete(key)
 
 
 class InstanceWriter:
@@ -115,33 +209,88 @@ class InstanceWriter:
         """Convert one file (``loaded``: its bytes, read ahead); every problem becomes a :class:`Rejected`."""
         try:
             inst = read_instance(path, loaded.data, loaded.sha256) if loaded else read_instance(path)
+        except RejectedInstanceError as exc:
+            log.warning("rejected %s: %s", path, exc.reason)
+            return Rejected(str(path), exc.reason)
+        try:
             return self.write(inst)
+        except ConflictError as exc:
+            log.warning("rejected %s: %s", path, exc.reason)
+            return Rejected(str(path), exc.reason, inst.sop, inst.sha256)
         except RejectedInstanceError as exc:
             log.warning("rejected %s: %s", path, exc.reason)
             return Rejected(str(path), exc.reason)
 
+    def _record(self, inst: SourceInstance) -> bytes:
+        return encode({"profile": self.profile.name, "series": inst.series,
+                       "sha256": inst.sha256, "study": inst.study})
 
     def write(self, inst: SourceInstance) -> Written:
-        """Check the SOP Instance UID against the site, then write every object of ``inst``.
+        """Claim the SOP Instance UID in the site, then write every object of ``inst``.
 
-        An instance the site already holds with the same bytes under the same
-        profile is complete (its metadata is written last) and is not written
-        again: a rerun after an interruption only does what is left.
+        The identity record is created only if absent, so of two writers of one
+        UID (two converters, STOW-RS) exactly one claims it; the other reads
+        where it is.  An instance the site already holds with the same bytes
+        under the same profile is complete (its metadata is written last) and
+        is not written again: a rerun after an interruption only does what is left.
+
+        Raises
+        ------
+        ConflictError
+            When the site holds the SOP Instance UID with other content, in
+            any series of any study.
+
         """
         if inst.sop_class == DICOMDIR_CLASS:
             raise RejectedInstanceError(inst.path, "a DICOMDIR (media directory), not an instance")
         store, s, se, i = self.store, inst.study, inst.series, inst.sop
         meta_key = keys.instance_metadata(s, se, i).key
-        held = store.headers(meta_key) or {}
-        if held.get(SHA256_META) not in (None, inst.sha256):
-            raise ConflictError(
-                inst.path, f"SOP Instance UID {i} is already in the site with different content "
-                           f"(sha256 {held[SHA256_META][:12]}…, this file {inst.sha256[:12]}…); "
-                           "not replaced")
-        if held.get(SHA256_META) == inst.sha256 and held.get(PROFILE_META) == self.profile.name:
-            text = gzip.decompress(store.get(meta_key))[1:-1]
-            return Written(inst.path, s, se, i, inst.sha256, len(inst.frames), text,
-                           instance_row(json.loads(text)))
+        record = keys.instance_record(i)
+        try:
+            store.put(record, [self._record(inst)], if_absent=True)
+        except ObjectExistsError:
+            held = json.loads(store.get(record.key))
+            if (held.get("study"), held.get("series"), held.get("sha256")) != (s, se, inst.sha256):
+                raise ConflictError(inst.path, _conflict_reason(inst, held)) from None
+            if held.get("profile") == self.profile.name and store.headers(meta_key) is not None:
+                return self._stored(inst)
+            written = self._write_objects(inst, claimed=False)
+            if held.get("profile") != self.profile.name:
+                store.put(record, [self._record(inst)])
+            return written
+        # claimed now; a site written before identity records may hold the UID at this key
+        before = store.headers(meta_key) or {}
+        if before.get(SHA256_META) not in (None, inst.sha256):
+            held = {"profile": before.get(PROFILE_META, ""), "series": se,
+                    "sha256": before[SHA256_META], "study": s}
+            store.put(record, [encode(held)])
+            raise ConflictError(inst.path, _conflict_reason(inst, held))
+        if before and before.get(PROFILE_META) == self.profile.name:
+            return self._stored(inst)
+        try:
+            return self._write_objects(inst, claimed=not before)
+        except BaseException:
+            if not before:  # give the UID back: nothing of this instance is in the site
+                store.delete(record.key)
+            raise
+
+    def replace(self, inst: SourceInstance, old: Written) -> Written:
+        """Put ``inst`` in the place of ``old`` (same SOP Instance UID), which this run wrote."""
+        store = self.store
+        store.put(keys.instance_record(inst.sop), [self._record(inst)])
+        _delete_instance(store, old.study, old.series, old.sop)
+        return self._write_objects(inst, claimed=True)
+
+    def _stored(self, inst: SourceInstance) -> Written:
+        """The instance as the site holds it (complete, the same bytes)."""
+        s, se, i = inst.study, inst.series, inst.sop
+        text = gzip.decompress(self.store.get(keys.instance_metadata(s, se, i).key))[1:-1]
+        return Written(inst.path, s, se, i, inst.sha256, len(inst.frames), text,
+                       instance_row(json.loads(text)))
+
+    def _write_objects(self, inst: SourceInstance, *, claimed: bool) -> Written:
+        """Every object of ``inst``, its metadata last."""
+        store, s, se, i = self.store, inst.study, inst.series, inst.sop
         meta = self.metadata(inst)
         for number, data in enumerate(inst.frames, start=1):
             spec = keys.frame(s, se, i, number, inst.syntax.media_type, inst.syntax.frame_syntax)
@@ -158,7 +307,8 @@ class InstanceWriter:
         text = encode_attributes(meta)
         store.put(keys.instance_metadata(s, se, i), [gzip_bytes(b"[" + text + b"]")],
                   meta={"sha256": inst.sha256, "profile": self.profile.name})
-        return Written(inst.path, s, se, i, inst.sha256, len(inst.frames), text, instance_row(meta))
+        return Written(inst.path, s, se, i, inst.sha256, len(inst.frames), text, instance_row(meta),
+                       claimed)
 
     def metadata(self, inst: SourceInstance) -> JsonDict:
         """The instance's WADO-RS metadata; large binary values become bulk data objects."""
@@ -230,10 +380,12 @@ def convert_files(inputs: Iterable[str | Path], store: Store, *, profile: str | 
     """
     started = time.perf_counter()
     prof = profile if isinstance(profile, Profile) else get_profile(profile)
-    files = collect_files(inputs)
+    files, skipped = scan_inputs(inputs)
+    for entry in skipped:
+        log.warning("skipped %s: %s", entry.path, entry.reason)
     log.info("converting %d files into %s (profile %s, %d workers)", len(files), store.url,
              prof.name, workers)
-    result = ConversionResult()
+    result = ConversionResult(skipped=skipped)
     bar = _progress(len(files), progress)
     for outcome in _run(files, store, prof, workers):
         if isinstance(outcome, Written):
@@ -242,10 +394,54 @@ def convert_files(inputs: Iterable[str | Path], store: Store, *, profile: str | 
             result.rejected.append(outcome)
         bar.update(1)
     bar.close()
-    result.written.sort(key=lambda w: (w.study, w.series, w.sop))
+    _settle_duplicates(result, store, prof)
+    result.written.sort(key=lambda w: (w.study, w.series, w.sop, w.path))
     result.rejected.sort(key=lambda r: r.path)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _settle_duplicates(result: ConversionResult, store: Store, profile: Profile) -> None:
+    """Files of this run that share an SOP Instance UID with other content: the first path wins.
+
+    Which of them claimed the UID first depends on the workers' timing; so
+    when a later file (in path order) claimed it in this run, the first file
+    is put in its place here, before any index names either.  A UID that was
+    in the site before this run stays as it was.  The losers are rejected,
+    each naming the file that was kept.
+    """
+    rivals: dict[str, list[Rejected]] = {}
+    for rejected in result.rejected:
+        if rejected.sop:
+            rivals.setdefault(rejected.sop, []).append(rejected)
+    for sop in sorted(rivals):
+        holders = [w for w in result.written if w.sop == sop]
+        if not any(w.claimed for w in holders):
+            continue  # the site held it before this run: never replaced
+        first_path = min([w.path for w in holders] + [r.path for r in rivals[sop]])
+        kept: Written = holders[0]
+        losers: list[str] = []
+        if first_path not in {w.path for w in holders}:
+            try:
+                inst = read_instance(first_path)
+                kept = InstanceWriter(store, profile).replace(inst, holders[0])
+            except RejectedInstanceError as exc:  # it changed since: the holder stays
+                log.warning("%s: %s", first_path, exc.reason)
+            else:
+                log.warning("SOP Instance UID %s: %s is kept in the place of %s (first in path "
+                            "order)", sop, first_path, holders[0].path)
+                same = [r.path for r in rivals[sop] if r.sha256 == kept.sha256]
+                losers = [w.path for w in holders]
+                result.written = [w for w in result.written if w.sop != sop]
+                result.written += [replace(kept, path=path, claimed=path == first_path)
+                                   for path in same]
+        losers += [r.path for r in rivals[sop] if r.sha256 != kept.sha256]
+        reason = (f"SOP Instance UID {sop} is also in {kept.path}, with different content, "
+                  f"converted in this run to studies/{kept.study}/series/{kept.series}; of the "
+                  "files of one run that share an SOP Instance UID the first in path order is "
+                  "kept; not converted")
+        result.rejected = [r for r in result.rejected if r.sop != sop]
+        result.rejected += [Rejected(path, reason, sop) for path in losers]
 
 
 def convert(inputs: Iterable[str | Path], store: Store, *, profile: str | Profile = "default",
@@ -279,8 +475,9 @@ def convert(inputs: Iterable[str | Path], store: Store, *, profile: str | Profil
     known = {w.sop: (w.metadata, w.row) for w in result.written}
     aggregate(store, touched, prof, report=result.report(), known=known)
     result.seconds = time.perf_counter() - started
-    log.info("converted %d instances of %d series in %.2f s; %d rejected", len(result.written),
-             len(touched), result.seconds, len(result.rejected))
+    log.info("converted %d instances of %d series in %.2f s; %d rejected, %d skipped",
+             len(result.written), len(touched), result.seconds, len(result.rejected),
+             len(result.skipped))
     return result
 
 

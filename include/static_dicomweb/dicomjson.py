@@ -2,7 +2,9 @@
 
 Numbers are JSON numbers (IS, DS included), person names are objects with
 ``Alphabetic``/``Ideographic``/``Phonetic``, binary values are ``InlineBinary``
-up to a threshold and ``BulkDataURI`` above it.  Keys are sorted by tag.
+up to a threshold and ``BulkDataURI`` above it.  Keys are sorted by tag.  A
+text value whose bytes do not decode in the data set's character set is kept
+byte for byte as ``InlineBinary`` (its undecoded value), never with U+FFFD.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from pydicom.charset import CODES_TO_ENCODINGS, default_encoding, handled_encodings
+from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr_element
-from pydicom.valuerep import VR, PersonName
+from pydicom.valuerep import PN_DELIMS, TEXT_VR_DELIMS, VR, PersonName
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,9 @@ STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "LO", "LT", "SH", "ST", "T
 FLOAT_VRS = frozenset({"FL", "FD"})
 INT_VRS = frozenset({"SL", "SS", "UL", "US", "SV", "UV"})
 INLINE_BINARY_LIMIT = 1024
+#: The VRs whose values are in the Specific Character Set (PS3.5 6.1.2.3); others are ASCII.
+CHARSET_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
+_ESC = b"\x1b"
 PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})
 
 
@@ -162,6 +169,70 @@ def _tag_key(tag: int) -> str:
     return key
 
 
+_FRAGMENT = re.compile(b"(^[^\x1b]+|[\x1b][^\x1b]*)")
+
+
+def _decodes(value: bytes, encodings: Sequence[str], vr: str) -> bool:
+    """Whether pydicom decodes ``value`` with no replacement character.
+
+    It splits values (and person name groups) first, then decodes each part,
+    an escape sequence (PS3.5 6.1.2.5) switching the encoding for what
+    follows; the same steps here, strictly.
+    """
+    parts = [value] if vr in ("LT", "ST", "UT") else value.split(b"\\")
+    if vr == "PN":
+        parts = [group for part in parts for group in part.split(b"=")]
+    delimiters = PN_DELIMS if vr == "PN" else TEXT_VR_DELIMS
+    try:
+        for part in parts:
+            for fragment in _FRAGMENT.findall(part) if _ESC in part else [part]:
+                if not fragment.startswith(_ESC):
+                    fragment.decode(encodings[0])
+                    continue
+                length = 4 if fragment.startswith((b"\x1b$(", b"\x1b$)")) else 3
+                encoding = CODES_TO_ENCODINGS.get(fragment[:length], "")
+                if encoding not in encodings and encoding != default_encoding:
+                    return False  # an escape sequence to a character set not declared
+                if encoding in handled_encodings:  # Python reads the escape sequences itself
+                    fragment.decode(encoding)
+                    continue
+                body = fragment[length:]
+                cut = next((n for n, byte in enumerate(body) if byte in delimiters), len(body))
+                body[:cut].decode(encoding)
+                body[cut:].decode(encodings[0])
+    except UnicodeError:
+        return False
+    return True
+
+
+def undecodable(raw: RawDataElement, ds: Dataset) -> JsonDict | None:
+    """The attribute object of a text value whose bytes do not decode, else None.
+
+    Its VR is the element's; its value is the bytes as stored, as
+    ``InlineBinary`` (PS3.18 F.2.7), so nothing is replaced by U+FFFD and a
+    client can decode them itself.  Values in ASCII without escape sequences
+    always decode (every DICOM character set extends it), so only others are
+    checked.
+    """
+    value = raw.value
+    if not isinstance(value, bytes) or (value.isascii() and _ESC not in value):
+        return None
+    vr = raw.VR
+    if vr is None:  # implicit VR: the dictionary's
+        try:
+            vr = dictionary_VR(raw.tag)
+        except KeyError:
+            return None
+    if vr not in CHARSET_VRS:
+        return None
+    try:
+        if _decodes(value, ds._character_set, vr):
+            return None
+    except LookupError:  # an unknown character set: pydicom reads it as its default, as ever
+        return None
+    return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
+
+
 def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = "",
                     inline_limit: int = INLINE_BINARY_LIMIT) -> JsonDict:
     """A dataset as a DICOM JSON object, keys in tag order.
@@ -192,7 +263,11 @@ def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = 
             if cached is not None:
                 out[key] = cached
                 continue
-        attr = element_to_json(ds[tag], ds, prefix + key.lower(), bulk, inline_limit)
+        attr = None
+        if isinstance(raw, RawDataElement) and raw.value:
+            attr = undecodable(raw, ds)
+        if attr is None:
+            attr = element_to_json(ds[tag], ds, prefix + key.lower(), bulk, inline_limit)
         if cache_key is not None:
             if len(_CACHE) >= _CACHE_LIMIT:
                 _CACHE.clear()

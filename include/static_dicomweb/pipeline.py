@@ -32,6 +32,7 @@ class BatchResult(TypedDict):
     instances: int
     series: list[list[str]]
     rejected: list[dict[str, str]]
+    skipped: list[dict[str, str]]
     seconds: float
 
 
@@ -95,6 +96,7 @@ def convert_batch(files: Sequence[str], store: Store, profile: str = "default",
     return {"instances": len(result.written),
             "series": [[study, series] for study, series in result.touched()],
             "rejected": [{"path": r.path, "reason": r.reason} for r in result.rejected],
+            "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
             "seconds": round(result.seconds, 3)}
 
 
@@ -105,9 +107,10 @@ def aggregate_batches(results: Iterable[BatchResult], store: Store,
     results = list(results)
     touched = sorted({(s[0], s[1]) for r in results for s in r["series"]})
     rejected = sorted((x for r in results for x in r["rejected"]), key=lambda x: x["path"])
+    skipped = sorted((x for r in results for x in r.get("skipped", [])), key=lambda x: x["path"])
     instances = sum(r["instances"] for r in results)
     report = {"instances": instances, "series": [f"{a}/{b}" for a, b in touched],
-              "rejected": rejected, "skipped": []}
+              "rejected": rejected, "skipped": skipped}
     aggregate(store, touched, get_profile(profile), report=report)
     log.info("aggregated %d series in %.1f s", len(touched), time.perf_counter() - started)
     return {"site": store.url, "instances": instances, "series": len(touched), "rejected": rejected}

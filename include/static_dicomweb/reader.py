@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from functools import cached_property
@@ -177,10 +179,36 @@ def load(path: str | Path) -> Loaded | None:
     left to :func:`read_instance`, which names the reason.
     """
     try:
-        data = Path(path).read_bytes()
-    except OSError:
+        data = read_regular_file(path)
+    except (OSError, RejectedInstanceError):
         return None
     return Loaded(data, sha256_hex(data))
+
+
+def read_regular_file(path: str | Path) -> bytes:
+    """The bytes of ``path``, which must be a regular file.
+
+    Opened without blocking and checked before reading: a FIFO, socket or
+    device that took the place of a file after the inputs were listed is
+    rejected, not waited on forever.
+
+    Raises
+    ------
+    OSError
+        When it cannot be opened or read.
+    RejectedInstanceError
+        When it is not a regular file.
+
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RejectedInstanceError(str(path), "not a regular file (a FIFO, socket or device); "
+                                                   "not read")
+        with open(fd, "rb", closefd=False) as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def read_instance(path: str | Path, data: bytes | None = None, sha256: str = "") -> SourceInstance:
@@ -212,7 +240,7 @@ def read_instance(path: str | Path, data: bytes | None = None, sha256: str = "")
 def _read_instance(path: str | Path, data: bytes | None, sha256: str) -> SourceInstance:
     name = str(path)
     try:
-        raw = Path(path).read_bytes() if data is None else data
+        raw = read_regular_file(path) if data is None else data
     except OSError as exc:
         raise RejectedInstanceError(name, f"cannot be read: {exc.strerror or exc}") from exc
     if not raw:
@@ -261,8 +289,58 @@ def _read_instance(path: str | Path, data: bytes | None, sha256: str) -> SourceI
     inst = SourceInstance(name, p10, ds, syntax, uids["StudyInstanceUID"],
                           uids["SeriesInstanceUID"], uids["SOPInstanceUID"], uids["SOPClassUID"],
                           pixel_view, sha256 if p10 is raw else "")
+    if inst.pixel_data is not None:
+        _check_pixel_description(ds, name)
     _ = inst.frames  # check the pixel data now, so a bad file is rejected before writing
     return inst
+
+
+#: The Image Pixel module's attributes that say how (7FE0,0010) is laid out, all Type 1.
+_PIXEL_DESCRIPTION = ((0x00280010, "(0028,0010)", "Rows"), (0x00280011, "(0028,0011)", "Columns"),
+                      (0x00280002, "(0028,0002)", "SamplesPerPixel"),
+                      (0x00280100, "(0028,0100)", "BitsAllocated"))
+
+
+def _check_pixel_description(ds: Dataset, name: str) -> None:
+    """Reject pixel data whose description cannot be right (its frames could not be served).
+
+    Rows, Columns, SamplesPerPixel and BitsAllocated present and not 0,
+    BitsAllocated 1 or a multiple of 8, BitsStored at most BitsAllocated, and
+    NumberOfFrames (when present) a positive integer.  The data length is
+    checked against them with the frames (:func:`_native_frames`).
+    """
+    values = {}
+    for tag, where, keyword in _PIXEL_DESCRIPTION:
+        try:
+            values[keyword] = plain_us(ds, tag, keyword)
+        except AttributeError:
+            raise RejectedInstanceError(name, f"pixel description incomplete: {where} {keyword} "
+                                              "is missing") from None
+        except (TypeError, ValueError):
+            raise RejectedInstanceError(name, f"{where} {keyword} is empty or not one number "
+                                              f"({ds.get(keyword)!r})") from None
+        if values[keyword] == 0:
+            raise RejectedInstanceError(name, f"{where} {keyword} is 0: (7FE0,0010) Pixel Data "
+                                              "cannot be described by it")
+    bits = values["BitsAllocated"]
+    if bits != 1 and bits % 8:
+        raise RejectedInstanceError(name, f"(0028,0100) BitsAllocated is {bits}, neither 1 nor a "
+                                          "multiple of 8")
+    stored = _plain_us(ds, 0x00280101)
+    if stored is not None and not 0 < stored <= bits:
+        raise RejectedInstanceError(name, f"(0028,0101) BitsStored is {stored}, not from 1 to "
+                                          f"(0028,0100) BitsAllocated {bits}")
+    item = ds.get_item(0x00280008)
+    value = item.value if item is not None else None
+    text = (value.decode("latin-1") if isinstance(value, bytes) else str(value or "")).strip(" \x00")
+    if text:
+        try:
+            count = int(text)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise RejectedInstanceError(name, f"(0028,0008) NumberOfFrames is {text!r}, not a "
+                                              "positive integer")
 
 
 #: Storage SOP classes that hold pixel data without "Image" in their name.
@@ -493,6 +571,7 @@ def _native_frames(inst: SourceInstance) -> list[bytes | memoryview]:
         needed = (pixels * count + 7) // 8
         if len(data) < needed:
             raise _truncated(inst, needed, len(data))
+        _check_excess(inst, len(data), needed, (pixels + 7) // 8)
         if pixels % 8 == 0:
             return [data[i * pixels // 8:(i + 1) * pixels // 8] for i in range(count)]
         flat = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
@@ -501,6 +580,7 @@ def _native_frames(inst: SourceInstance) -> list[bytes | memoryview]:
     size = pixels * bits // 8
     if len(data) < size * count:
         raise _truncated(inst, size * count, len(data))
+    _check_excess(inst, len(data), size * count, size)
     if inst.syntax.uid == EXPLICIT_BE and bits > 8:
         dtype = np.dtype(f">u{bits // 8}")
         data = np.frombuffer(data, dtype, pixels * count).astype(dtype.newbyteorder("<")).tobytes()
@@ -552,6 +632,22 @@ def plain_us(ds: Dataset, tag: int, keyword: str) -> int:
     """
     value = _plain_us(ds, tag)
     return int(getattr(ds, keyword)) if value is None else value
+
+
+def _check_excess(inst: SourceInstance, found: int, needed: int, frame: int) -> None:
+    """Reject native pixel data longer than its description by a frame or more.
+
+    A byte or a part of a frame more is padding (tolerated, as pydicom does);
+    a whole frame more means BitsAllocated, the dimensions or NumberOfFrames
+    do not describe the data, and frames cut from it would be wrong.
+    """
+    extra = found - needed
+    if extra > 1 and extra >= frame:
+        raise RejectedInstanceError(
+            inst.path, f"(7FE0,0010) PixelData holds {found} bytes but (0028,0010) Rows, "
+                       f"(0028,0011) Columns, (0028,0002) SamplesPerPixel, (0028,0100) "
+                       f"BitsAllocated and (0028,0008) NumberOfFrames describe {needed}: they do "
+                       "not match the data")
 
 
 def _truncated(inst: SourceInstance, needed: int, found: int) -> RejectedInstanceError:

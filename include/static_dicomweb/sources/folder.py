@@ -12,7 +12,7 @@ from typing import Any
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from static_dicomweb.convert import collect_files
+from static_dicomweb.convert import scan_inputs
 from static_dicomweb.sources import SeriesRef
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,10 @@ class FolderSource:
         """One :class:`SeriesRef` per series; its files are kept for :meth:`fetch`."""
         groups: dict[tuple[str, str], list[str]] = {}
         changed: set[tuple[str, str]] = set()
-        for path in collect_files(self.roots):
+        paths, skipped = scan_inputs(self.roots)
+        for entry in skipped:  # hidden files, FIFOs, sockets, devices: named, never opened
+            log.warning("skipped %s: %s", entry.path, entry.reason)
+        for path in paths:
             try:
                 ds = dcmread(path, stop_before_pixels=True,
                              specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])
