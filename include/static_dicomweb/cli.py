@@ -104,6 +104,19 @@ def _edge_function(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _nginx_config(args: argparse.Namespace) -> int:
+    from .nginx import NginxOptions, config, write
+
+    options = NginxOptions(site=args.site, listen=args.listen, upstream=args.upstream, user=args.user,
+                           workers=args.worker_processes, njs_module=args.njs_module)
+    if args.out is None:
+        sys.stdout.write(config(options))
+        return EXIT_OK
+    conf = write(options, args.out)
+    print(f"wrote {conf} and its njs module; run: nginx -p {conf.parent} -c {conf}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _sample(args: argparse.Namespace) -> int:
     from .sample import SampleSpec, generate_sample
 
@@ -188,6 +201,26 @@ def build_parser() -> argparse.ArgumentParser:
                                         "routing table as serve.")
     edge.add_argument("--site-prefix", default="", help="path of the site under the distribution")
     edge.set_defaults(run=_edge_function)
+
+    ngx = verbs.add_parser("nginx-config", help="an nginx configuration serving a site folder as S3 would",
+                           description="Write (--out DIR: nginx.conf and its njs module) or print an nginx "
+                                       "configuration that serves a site folder as S3 + CloudFront serve "
+                                       "it: the same bytes, headers, CORS and query routing as serve; "
+                                       "STOW-RS forwarded to serve --stow-token. Run it with "
+                                       "nginx -p DIR -c DIR/nginx.conf (docs/nginx.md).")
+    ngx.add_argument("site", metavar="SITE", help="site folder")
+    ngx.add_argument("--listen", required=True, metavar="HOST:PORT", help="address to listen on")
+    ngx.add_argument("--upstream", default=None, metavar="URL",
+                     help="http://HOST:PORT of serve --stow-token, for STOW-RS (default: no writes)")
+    ngx.add_argument("--out", default=None, metavar="DIR",
+                     help="write DIR/nginx.conf and DIR/static-dicomweb.js (default: print the "
+                          "configuration, which imports static-dicomweb.js from its own folder)")
+    ngx.add_argument("--user", default=None, help="user of the worker processes when nginx starts as root")
+    ngx.add_argument("--worker-processes", default="auto", metavar="N",
+                     help="nginx worker processes (default auto: one per core)")
+    ngx.add_argument("--njs-module", default=None, metavar="PATH",
+                     help="njs module to load (default: Debian's libnginx-mod-http-js)")
+    ngx.set_defaults(run=_nginx_config)
 
     smp = verbs.add_parser("sample", help="write a synthetic CT data set (with a spine)",
                            description="Write a deterministic synthetic CT data set: several "

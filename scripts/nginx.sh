@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# nginx with njs for the nginx tests (tests/test_nginx.py) and bench/bench_nginx.py.
+#
+#   scripts/nginx.sh          install Debian's nginx and its njs module (libnginx-mod-http-js) if
+#                             either is missing (apt-get, as root); prints the nginx binary's path
+#   scripts/nginx.sh --wrk    the same, and wrk (the HTTP benchmark bench/bench_nginx.py prefers)
+#
+# Idempotent: with everything installed it only checks.  Runs unattended (CI=true, no stdin).
+# Progress goes to stderr, the binary's path alone to stdout.  The package's own server is not
+# started (a policy-rc.d says no while apt-get runs): the tests and the bench run nginx in the
+# foreground from a prefix of their own (nginx -p DIR -c DIR/nginx.conf), as any user.
+#
+# Exit status: 0 ready; 77 nginx or njs is not installed and cannot be installed here (not root,
+# no apt-get, or apt-get failed): a test should skip; 2 usage; 1 anything else.
+set -euo pipefail
+
+SKIP=77
+MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
+OWN_POLICY=""  # a policy-rc.d this script wrote, removed on exit
+trap '[[ -z $OWN_POLICY ]] || rm -f "$OWN_POLICY"' EXIT
+log() { echo "nginx.sh: $*" >&2; }
+
+want_wrk=0
+case ${1:-} in
+    "") ;;
+    --wrk) want_wrk=1 ;;
+    *) log "usage: $0 [--wrk]"; exit 2 ;;
+esac
+
+missing=()
+command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+[[ -f $MODULE ]] || missing+=(libnginx-mod-http-js)
+if [[ $want_wrk -eq 1 ]] && ! command -v wrk >/dev/null; then
+    missing+=(wrk)
+fi
+
+if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ $(id -u) -ne 0 ]]; then
+        log "${missing[*]} missing and this is not root (install: apt-get install ${missing[*]})"
+        exit $SKIP
+    fi
+    if ! command -v apt-get >/dev/null; then
+        log "${missing[*]} missing and there is no apt-get to install it with"
+        exit $SKIP
+    fi
+    start=$SECONDS
+    log "installing ${missing[*]} from the distribution's packages (apt-get) ..."
+    # the package would start a system-wide server on port 80: not wanted here.  A policy-rc.d
+    # that says "no" (101) keeps invoke-rc.d from starting it; only one we wrote is removed.
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+        OWN_POLICY=$policy
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    ok=0
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+            -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+            "${missing[@]}"; } </dev/null >&2 || ok=$?
+    [[ -z $OWN_POLICY ]] || rm -f "$OWN_POLICY"
+    OWN_POLICY=""
+    if [[ $ok -ne 0 ]]; then
+        log "apt-get could not install ${missing[*]}"
+        exit $SKIP
+    fi
+    log "installed ${missing[*]} in $((SECONDS - start)) s"
+fi
+
+binary=$(command -v nginx || echo /usr/sbin/nginx)
+[[ -x $binary ]] || { log "no nginx binary after installing it"; exit 1; }
+[[ -f $MODULE ]] || { log "no njs module at $MODULE after installing it"; exit 1; }
+echo "$binary"
