@@ -14,7 +14,7 @@ AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/
 	$(BIN)/airflow
 
 .PHONY: help venv demo test unit lint typecheck bench bench-aggregate serve view constraints clean \
-	ohif-setup monailabel-setup test-clients e2e-annotation
+	ohif-setup monailabel-setup nginx-setup test-clients e2e-annotation
 
 help:
 	@echo "make demo       sample CT -> the dicomweb_site Airflow DAG -> $(DEMO)/site, validated"
@@ -69,8 +69,12 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
 
-test: lint typecheck ohif-setup monailabel-setup
+test: lint typecheck ohif-setup monailabel-setup nginx-setup
 	$(BIN)/python -m pytest
+
+# Debian's nginx and its njs module for tests/test_nginx.py (and wrk for bench/bench_nginx.py)
+nginx-setup:
+	bash scripts/nginx.sh --wrk > /dev/null
 
 # OHIF v3 (its published build) in Debian's headless Chromium: clients/ohif/README.md
 ohif-setup:
