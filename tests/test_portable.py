@@ -124,7 +124,7 @@ def test_a_damaged_multipart_object_says_headers_lost(site_dir: Path, tmp_path: 
     key = next(k for k in store.walk() if k.endswith("/frames/1"))
     store.path(key).write_bytes(b"\x00" * 64)  # the boundary line is gone
     report = validate(str(copy), keep=False, decode_frames=False)
-    assert [f.message for f in report.findings if f.key == key][0].startswith(
+    assert next(f.message for f in report.findings if f.key == key).startswith(
         f"{copy}: {key}: headers lost")
     assert not any("incomplete" in f.message for f in report.findings)
 

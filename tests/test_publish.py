@@ -64,7 +64,7 @@ def test_publish_resumes_and_deletes_only_when_asked(site_dir: Path, moto_endpoi
     dest = public_bucket(moto_endpoint, "resumed")
     site = LocalStore(site_dir)
     publish(site, dest)
-    lost = sorted(k for k in dest.walk() if k.endswith("/frames/1"))[:3] + [keys.manifest().key]
+    lost = [*sorted(k for k in dest.walk() if k.endswith("/frames/1"))[:3], keys.manifest().key]
     for key in lost:  # as if a run had been killed before these
         dest.delete(key)
     dest.put(keys.ObjectSpec("_site/stray.json", "application/json"), [b"{}"])
