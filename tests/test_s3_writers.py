@@ -30,6 +30,12 @@ FORK = multiprocessing.get_context("fork")
 PAUSE = 1.5
 
 
+@pytest.fixture(scope="module", autouse=True)
+def writers_bucket(moto_endpoint: str) -> str:  # noqa: F811
+    S3Store("s3://writers", endpoint_url=moto_endpoint).client.create_bucket(Bucket="writers")
+    return "writers"
+
+
 def _wait_for(path: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
@@ -69,7 +75,6 @@ def _increment(url: str, endpoint: str, me: str, other: str, flags: Path) -> Non
 def test_lock_serialises_read_modify_write_of_two_processes(moto_endpoint: str,  # noqa: F811
                                                             tmp_path: Path) -> None:
     store = S3Store("s3://writers/one", endpoint_url=moto_endpoint)
-    store.client.create_bucket(Bucket="writers")
     store.put(_counter_spec(), [b"0"])
     procs = [FORK.Process(target=_increment, args=(store.url, moto_endpoint, me, other, tmp_path))
              for me, other in (("a", "b"), ("b", "a"))]
