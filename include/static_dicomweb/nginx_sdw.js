@@ -85,6 +85,15 @@ function headersFor(key, head) {
   return out;
 }
 
+// Whether nginx's range filter (after this one) answers 206: one satisfiable byte range.
+function partial(r) {
+  var range = /^bytes=(\d*)-(\d*)$/.exec(r.headersIn.Range || "");
+  var size = parseInt(r.headersOut["Content-Length"], 10);
+  if (r.status !== 200 || range === null || !(size > 0) || (!range[1] && !range[2])) return false;
+  if (!range[1]) return parseInt(range[2], 10) > 0;
+  return parseInt(range[1], 10) < size && !(range[2] && parseInt(range[2], 10) < parseInt(range[1], 10));
+}
+
 // js_header_filter of every object: its headers, and its user metadata from the `.meta` file.
 function headers(r) {
   if (r.status !== 200 && r.status !== 206 && r.status !== 304) return;
@@ -97,6 +106,7 @@ function headers(r) {
     found = { "Content-Type": "application/octet-stream", "Cache-Control": INDEX };
   }
   for (var name in found) r.headersOut[name] = found[name];
+  if (partial(r)) r.headersOut["Accept-Ranges"] = "bytes";  // S3 says it on a 206 too; nginx does not
   var meta;
   try {
     meta = JSON.parse(fs.readFileSync(file.substring(0, file.length - 5) + ".meta"));
