@@ -142,6 +142,53 @@ def test_sequence_items_decoded_with_their_own_files_character_set() -> None:
     assert expected == "Émile^Nested"
 
 
+@pytest.mark.parametrize(("charset", "name", "kept"), [
+    ("ISO_IR 192", b"Bad\xffName^Jo", False),
+    (["ISO 2022 IR 6", "ISO 2022 IR 87"], b"Yamada^Tarou=\x1b$B\xff\xfe\x1b(B", False),
+    ("ISO_IR 100", "Müller^Jürgen".encode("latin-1"), True),
+    ("ISO_IR 192", "Müller^Jürgen=山田^太郎".encode(), True),
+    (["ISO 2022 IR 6", "ISO 2022 IR 87"], b"Yamada^Tarou=\x1b$B;3ED\x1b(B^\x1b$BB@O:\x1b(B", True),
+], ids=["utf8-0xff", "jis-invalid", "latin1", "utf8", "jis"])
+def test_strings_that_do_not_decode_are_kept_byte_exact(tmp_path: Path, charset: str | list[str],
+                                                         name: bytes, kept: bool) -> None:
+    """A value whose bytes do not decode in its character set is InlineBinary, never U+FFFD."""
+    from static_dicomweb import keys
+    from static_dicomweb.convert import convert
+    from static_dicomweb.store import LocalStore
+    from static_dicomweb.validate import validate
+
+    ds = pydicom.dcmread(data_file("CT_small.dcm"))
+    ds.SpecificCharacterSet = charset
+    ds.PatientName = "placeholder"
+    ds["PatientName"].value = name  # the bytes as they are, whatever the character set says
+    ds.StudyDescription = "placeholder"
+    ds["StudyDescription"].value = name.replace(b"^", b" ").replace(b"=", b" ")
+    path = tmp_path / "named.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    site = tmp_path / "site"
+    result = convert([path], LocalStore(site))
+    assert result.ok, result.rejected
+    (w,) = result.written
+    store = LocalStore(site)
+    (meta,) = decode(store.get(keys.instance_metadata(w.study, w.series, w.sop).key))
+    (row,) = decode(store.get("studies"))
+    assert name in path.read_bytes()
+    padded = name + b" " * (len(name) % 2)
+    for attrs in (meta, row):
+        if kept:
+            assert "InlineBinary" not in attrs["00100010"]
+            assert attrs["00100010"]["Value"] == [dicomjson._person_name(
+                pydicom.dcmread(path).PatientName)]
+            assert "\ufffd" not in json.dumps(attrs["00100010"])
+        else:
+            assert attrs["00100010"] == {"vr": "PN",
+                                         "InlineBinary": base64.b64encode(padded).decode()}
+    if not kept:
+        assert base64.b64decode(meta["00081030"]["InlineBinary"]).rstrip(b" ") == \
+            name.replace(b"^", b" ").replace(b"=", b" ")
+    assert validate(str(site), keep=False).ok
+
+
 def test_repeated_conversion_of_equal_files_is_equal() -> None:
     raw = data_file("MR_small.dcm").read_bytes()
     first_ = dataset_to_json(from_bytes(raw), Recorder())

@@ -419,9 +419,10 @@ def _settle_duplicates(result: ConversionResult, store: Store, profile: Profile)
         if not any(w.claimed for w in holders):
             continue  # the site held it before this run: never replaced
         first_path = min([w.path for w in holders] + [r.path for r in rivals[sop]])
-        kept: Written = holders[0]
+        held = {w.path: w for w in holders}
+        kept = held.get(first_path, holders[0])
         losers: list[str] = []
-        if first_path not in {w.path for w in holders}:
+        if first_path not in held:
             try:
                 inst = read_instance(first_path)
                 kept = InstanceWriter(store, profile).replace(inst, holders[0])
