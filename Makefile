@@ -6,14 +6,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := demo
 PORT ?= 8080
-# Airflow for the demo and the DAG tests: a project-local home with SQLite, this repository's DAGs
-AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags \
-	AIRFLOW__CORE__PLUGINS_FOLDER=$(CURDIR)/plugins AIRFLOW__CORE__LOAD_EXAMPLES=False \
-	AIRFLOW__OPENLINEAGE__NAMESPACE=static-dicomweb \
-	AIRFLOW__OPENLINEAGE__TRANSPORT='{"type": "file", "log_file_path": "$(CURDIR)/$(DEMO)/openlineage.jsonl", "append": true}' \
-	$(BIN)/airflow
+# Airflow for the demo and `make airflow`: a project-local home with SQLite.  .airflow/airflow.cfg
+# is written from include/static_dicomweb_airflow/airflow.cfg.in (this repository's DAGs and
+# plugins, no examples, OpenLineage into demo/openlineage.jsonl, the api-server on 127.0.0.1),
+# so plain `AIRFLOW_HOME=.airflow airflow ...` commands agree with these targets
+AIRFLOW_PORT ?= 8090
+AIRFLOW_CFG := .airflow/airflow.cfg
+AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow $(BIN)/airflow
 
-.PHONY: help venv demo test unit lint typecheck bench bench-aggregate serve view constraints clean \
+.PHONY: help venv airflow demo test unit lint typecheck bench bench-aggregate serve view constraints clean \
 	ohif-setup monailabel-setup nginx-setup test-clients e2e-annotation
 
 help:
@@ -22,10 +23,13 @@ help:
 	@echo "make e2e-annotation  the spine annotation loop against a real MONAI Label (prints DICE:)"
 	@echo "make bench      conversion speed vs the three-copy cp -r floor (docs/benchmarks.md)"
 	@echo "make serve      serve $(DEMO)/site on http://127.0.0.1:$(PORT)/"
+	@echo "make airflow    the Airflow UI on http://127.0.0.1:$(AIRFLOW_PORT)/ with this repository's DAGs"
 	@echo "make view       the same, with the OHIF viewer at http://127.0.0.1:$(PORT)/viewer/"
 
 $(STAMP): requirements.txt requirements-dev.txt constraints-airflow.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
+	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v[:2] == (3, 11) and v >= (3, 11, 5) else \
+		"Python 3.11.5 or a later 3.11 is required (the pinned Airflow needs it), found " + sys.version.split()[0] \
+		+ ": set PYTHON=/path/to/python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		-r requirements.txt -r requirements-dev.txt -c constraints-airflow.txt
@@ -33,7 +37,18 @@ $(STAMP): requirements.txt requirements-dev.txt constraints-airflow.txt pyprojec
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+$(AIRFLOW_CFG): include/static_dicomweb_airflow/airflow.cfg.in | $(STAMP)
+	$(BIN)/python -m static_dicomweb_airflow.home --home $(CURDIR)/.airflow --port $(AIRFLOW_PORT) > /dev/null
+
+# api-server, scheduler, dag-processor and triggerer (LocalExecutor, SQLite) until Ctrl-C
+airflow: $(STAMP)
+	$(BIN)/python -m static_dicomweb_airflow.home --home $(CURDIR)/.airflow --port $(AIRFLOW_PORT) > /dev/null
+	$(AIRFLOW) db migrate > .airflow/db.log 2>&1 || { tail -20 .airflow/db.log; exit 1; }
+	AIRFLOW_HOME=$(CURDIR)/.airflow $(BIN)/python -m static_dicomweb_airflow.pools
+	mkdir -p $(DEMO)
+	AIRFLOW_HOME=$(CURDIR)/.airflow $(BIN)/python -m static_dicomweb_airflow.local
+
+demo: $(STAMP) $(AIRFLOW_CFG)
 	$(BIN)/static-dicomweb sample $(DEMO)/input
 	$(AIRFLOW) db migrate > $(DEMO)/airflow-db.log 2>&1 || { tail -20 $(DEMO)/airflow-db.log; exit 1; }
 	AIRFLOW_HOME=$(CURDIR)/.airflow $(BIN)/python -m static_dicomweb_airflow.pools

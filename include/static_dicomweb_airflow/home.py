@@ -1,6 +1,6 @@
 """Write a project-local ``airflow.cfg`` from the checked-in template.
 
-``python -m static_dicomweb_airflow.home [--port N]`` writes ``$AIRFLOW_HOME/airflow.cfg``
+``python -m static_dicomweb_airflow.home [--home DIR] [--port N]`` writes ``$AIRFLOW_HOME/airflow.cfg``
 (``.airflow/`` in ``make airflow``) from ``airflow.cfg.in`` beside this module, so that
 plain ``AIRFLOW_HOME=.airflow airflow …`` commands see this repository's DAGs and plugins,
 no examples, and the OpenLineage file transport.  The keys Airflow signs and encrypts with
@@ -83,12 +83,44 @@ def write(home: Path, port: int = DEFAULT_PORT) -> Path:
     return path
 
 
+def login(home: Path) -> str:
+    """The api-server's URL and the local login, in one line for people."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(home / "airflow.cfg")
+    url = parser.get("api", "base_url")
+    password = json.loads((home / "passwords.json").read_text())["admin"]
+    return f"Airflow UI: {url}  user: admin  password: {password}  (from {home / 'passwords.json'})"
+
+
+def wait_and_print(home: Path, timeout: float = 600.0) -> bool:
+    """Print :func:`login` once the api-server answers its health check; False if it never does."""
+    import time
+    import urllib.request
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(home / "airflow.cfg")
+    health = parser.get("api", "base_url").rstrip("/") + "/api/v2/monitor/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(health, timeout=5):
+                print(f"\n{login(home)}\nCtrl-C stops Airflow.\n", flush=True)
+                return True
+        except OSError:
+            time.sleep(2)
+    return False
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Command line: write the configuration into ``$AIRFLOW_HOME``."""
+    """Command line: write the configuration into ``$AIRFLOW_HOME``, or wait and print the login."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--home", default=os.environ.get("AIRFLOW_HOME") or str(ROOT / ".airflow"))
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="the api-server's port")
+    parser.add_argument("--wait-and-print", action="store_true",
+                        help="do not write: wait for the api-server, then print its URL and the login")
     args = parser.parse_args(argv)
+    if args.wait_and_print:
+        raise SystemExit(0 if wait_and_print(Path(args.home)) else 1)
     print(write(Path(args.home), args.port))
 
 
