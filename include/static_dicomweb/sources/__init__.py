@@ -58,7 +58,9 @@ def open_source(spec: str, **options: object) -> Source:
         from .idc import IdcSource
 
         return IdcSource(spec.removeprefix("idc:") or "nlst", **options)  # type: ignore[arg-type]
-    if spec.startswith("s3://"):
+    from static_dicomweb.store import is_s3
+
+    if is_s3(spec):
         from .folder import S3PrefixSource
 
         return S3PrefixSource(spec, **options)  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from typing import Any
 
 from static_dicomweb.errors import InvalidUIDError, RejectedInstanceError
 from static_dicomweb.keys import validate_uid
+from static_dicomweb.s3store import parse_s3_url
 from static_dicomweb.sources import SeriesRef
 
 log = logging.getLogger(__name__)
@@ -136,7 +137,8 @@ class IdcSource:
         folder = Path(dest) / uid
         if (folder / COMPLETE_MARKER).exists():
             return sorted(p for p in folder.iterdir() if p.name != COMPLETE_MARKER)
-        bucket, _, prefix = ref.location.removeprefix("s3://").partition("/")
+        bucket, prefix = parse_s3_url(ref.location)
+        prefix += "/"  # the series' folder, not every key that starts with its name
         folder.mkdir(parents=True, exist_ok=True)
         paginator = self.client.get_paginator("list_objects_v2")
         objects = [o for page in paginator.paginate(Bucket=bucket, Prefix=prefix)
