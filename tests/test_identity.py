@@ -9,6 +9,7 @@ files, hidden files.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -20,14 +21,18 @@ from pathlib import Path
 
 import pydicom
 import pytest
+import requests
 from pydicom.dataset import Dataset
 
 from static_dicomweb import keys
 from static_dicomweb.convert import convert
 from static_dicomweb.dicomjson import decode
-from static_dicomweb.store import LocalStore
+from static_dicomweb.s3store import S3Store
+from static_dicomweb.serve import serve_in_thread
+from static_dicomweb.store import LocalStore, Store
 
 from .conftest import sample_files
+from .test_s3 import moto_endpoint  # noqa: F401  (the moto S3 server, a fixture)
 
 EXE = str(Path(sys.executable).with_name("static-dicomweb"))
 
@@ -52,9 +57,9 @@ def report(site: Path) -> dict:  # type: ignore[type-arg]
     return decode(LocalStore(site).get(keys.conversion_report().key))  # type: ignore[no-any-return]
 
 
-def instance_uids(site: Path) -> list[str]:
+def instance_uids(site: Path | Store) -> list[str]:
     """Every SOP Instance UID that the site's study instance indexes list (duplicates kept)."""
-    store = LocalStore(site)
+    store = LocalStore(site) if isinstance(site, Path) else site
     uids = []
     for study in decode(store.get("studies")):
         rows = decode(store.get(keys.study_instances(study["0020000D"]["Value"][0]).key))
@@ -178,6 +183,53 @@ def test_conflicting_duplicates_in_one_run_settle_alike(sample_dir: Path, tmp_pa
     assert metadata[0]["00280008"]["Value"] == [frames]
     record = json.loads(LocalStore(tmp_path / "site1").get(keys.instance_record(uid).key))
     assert record["sha256"] == hashlib.sha256((dups / "a.dcm").read_bytes()).hexdigest()
+
+
+def test_stow_part_reusing_a_uid_in_another_series_is_refused(converted: Path,
+                                                             sample_dir: Path) -> None:
+    """A label posted with a CT's SOP Instance UID in its own series: formerly 200 and a second row."""
+    held = pydicom.dcmread(sample_files(sample_dir)[0])
+    label = pydicom.dcmread(sample_files(sample_dir)[0])
+    label.SeriesInstanceUID = "1.2.826.0.1.3680043.10.1465.10.1"
+    label.Modality, label.SeriesNumber = "SEG", 99
+    buf = io.BytesIO()
+    label.save_as(buf, enforce_file_format=True)
+    boundary = "identity-test"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + buf.getvalue()
+            + f"\r\n--{boundary}--\r\n".encode())
+    before = instance_uids(converted)
+    server, url = serve_in_thread(str(converted), stow_token="t0ken")
+    try:
+        resp = requests.post(f"{url}/studies", data=body, timeout=60, headers={
+            "Authorization": "Bearer t0ken",
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}'})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert resp.status_code == 409, resp.text
+    (failed,) = resp.json()["00081198"]["Value"]
+    assert failed["00081155"]["Value"] == [str(held.SOPInstanceUID)]
+    assert instance_uids(converted) == before
+
+
+def test_duplicates_on_s3_are_rejected_and_the_rest_indexed(sample_dir: Path, tmp_path: Path,
+                                                            moto_endpoint: str) -> None:  # noqa: F811
+    files = sample_files(sample_dir)
+    dups = tmp_path / "dups"
+    held = pydicom.dcmread(files[0], stop_before_pixels=True)
+    for n in (1, 2):
+        variant(files[n], dups / f"d{n}.dcm", StudyInstanceUID=f"1.2.826.0.1.3680043.10.1465.11.{n}",
+                SOPInstanceUID=held.SOPInstanceUID)
+    store = S3Store("s3://identity-site/dicomweb", endpoint_url=moto_endpoint)
+    store.client.create_bucket(Bucket="identity-site")
+    for _ in range(2):
+        run = cli("convert", sample_dir, dups, "--out", store.url, "--endpoint-url", moto_endpoint,
+                  "--workers", "2")
+        assert run.returncode == 1, run.stderr
+        assert "d1.dcm" in run.stderr and "d2.dcm" in run.stderr
+        uids = instance_uids(store)
+        assert len(uids) == len(set(uids)) == len(files)
+        assert store.headers(keys.manifest().key) is not None
 
 
 # -- bad pixel descriptions ------------------------------------------------------------
