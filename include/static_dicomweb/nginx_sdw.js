@@ -1,17 +1,11 @@
-// static-dicomweb: nginx's half of serving a site folder (njs 0.7.9 or later).
-// Written by `static-dicomweb nginx-config --out DIR` beside nginx.conf; do not edit: regenerate.
-// Above this glue sits the CloudFront Function (`static-dicomweb edge-function`), so QIDO queries
-// are routed by its route() and the one table of include/static_dicomweb/routing.py.
+// static-dicomweb: nginx's half of serving a site folder (njs 0.7.9 or later): every object's
+// headers, and S3's answers for a missing key.  Written by `static-dicomweb nginx-config --out DIR`
+// beside nginx.conf; do not edit: regenerate.  Query routing is in static-dicomweb-route.js,
+// imported only where queries are answered: njs copies a location's whole module set for every
+// request, and the routing code would double what each object's request costs.
 // Headers follow from the key and the body's first bytes, as keys.headers_for derives them
 // (the portable folder, mapping 3: docs/site-layout.md); tests/test_nginx.py holds the two equal.
 import fs from "fs";
-
-// njs has no Annex B unescape(); the edge function's utf8Hex needs it for %XX of ASCII only.
-function unescape(text) {
-  return text.replace(/%([0-9A-Fa-f]{2})/g, function (m, hex) {
-    return String.fromCharCode(parseInt(hex, 16));
-  });
-}
 
 var HEAD_BYTES = 512;
 var IMMUTABLE = "public, max-age=31536000, immutable";
@@ -107,38 +101,17 @@ function headers(r) {
   }
   for (var name in found) r.headersOut[name] = found[name];
   if (partial(r)) r.headersOut["Accept-Ranges"] = "bytes";  // S3 says it on a 206 too; nginx does not
+  // nginx tested for the .meta file (a failed open costs njs far more than nginx's stat)
+  var metaFile = r.variables.sdw_meta;
+  if (!metaFile) return;
   var meta;
   try {
-    meta = JSON.parse(fs.readFileSync(file.substring(0, file.length - 5) + ".meta"));
+    meta = JSON.parse(fs.readFileSync(metaFile));
   } catch (e) {
-    return;  // no user metadata (nearly every object)
+    r.error("static-dicomweb: " + metaFile + ": not a user metadata record: " + e);
+    return;
   }
   for (var field in meta) r.headersOut["x-amz-meta-" + field] = String(meta[field]);
-}
-
-// A raw query string in CloudFront's shape ({name: {value}}, values still percent-encoded),
-// names decoded and the first value of each kept, as serve's parse_qs does.
-function cloudfrontQuery(args) {
-  var out = {};
-  var pairs = (args || "").split("&");
-  for (var i = 0; i < pairs.length; i++) {
-    if (!pairs[i]) continue;
-    var eq = pairs[i].indexOf("=");
-    var rawName = eq < 0 ? pairs[i] : pairs[i].substring(0, eq);
-    var name;
-    try {
-      name = decodeURIComponent(rawName.replace(/\+/g, " "));
-    } catch (e) {
-      name = rawName;
-    }
-    if (!(name in out)) out[name] = { value: eq < 0 ? "" : pairs[i].substring(eq + 1) };
-  }
-  return out;
-}
-
-// js_set $sdw_route: the URI of the object that answers a QIDO query on studies or series.
-function routeUri(r) {
-  return "/" + route(r.uri.substring(1), cloudfrontQuery(r.variables.args));
 }
 
 function escapeXml(text) {
@@ -166,4 +139,4 @@ function missing(r) {
     "</Key></Error>");
 }
 
-export default { headers: headers, routeUri: routeUri, missing: missing };
+export default { headers: headers, missing: missing };
