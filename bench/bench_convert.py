@@ -35,6 +35,38 @@ def timed(prepare: Callable[[], object], action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
+def sample_input(work: Path, slices: int, size: int, *, private_bulk: bool = False) -> Path:
+    """The input of this benchmark: one series of the sample generator, made once under ``work``."""
+    source = work / f"input-{slices}x{size}{'-private' if private_bulk else ''}"
+    if not source.exists():
+        spec = SampleSpec(patients=1, slices=slices, rows=size, columns=size,
+                          transfer_syntaxes=(ExplicitVRLittleEndian,), multiframe=False,
+                          localizer=False)
+        scratch = work / "scratch"
+        generate_sample(scratch, spec)
+        # one series of ``slices`` instances: the sample's STANDARD series carries a 2 kB
+        # private OB per slice (bulk data); its BONE series, like most NLST CT, does not
+        wanted = "STANDARD" if private_bulk else "BONE"
+        series = next(p.parent for p in scratch.rglob("0001.dcm")
+                      if wanted in str(pydicom.dcmread(p, stop_before_pixels=True).SeriesDescription)
+                      and len(list(p.parent.glob("*.dcm"))) == slices)
+        shutil.move(str(series), str(source))
+        shutil.rmtree(scratch)
+    return source
+
+
+def copy_floor(source: Path, copies: list[Path]) -> None:
+    """The floor: ``cp -r`` of ``source`` to each of ``copies``, one after the other."""
+    for c in copies:
+        subprocess.run(["cp", "-r", str(source), str(c)], check=True)
+
+
+def remove_copies(copies: list[Path]) -> None:
+    """Remove what :func:`copy_floor` wrote."""
+    for c in copies:
+        shutil.rmtree(c, ignore_errors=True)
+
+
 def _span(times: list[float]) -> str:
     return f"{min(times):.3f}-{max(times):.3f} s"
 
@@ -52,32 +84,16 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
 
-    source = args.work / f"input-{args.slices}x{args.size}{'-private' if args.private_bulk else ''}"
-    if not source.exists():
-        spec = SampleSpec(patients=1, slices=args.slices, rows=args.size, columns=args.size,
-                          transfer_syntaxes=(ExplicitVRLittleEndian,), multiframe=False,
-                          localizer=False)
-        scratch = args.work / "scratch"
-        generate_sample(scratch, spec)
-        # one series of ``slices`` instances: the sample's STANDARD series carries a 2 kB
-        # private OB per slice (bulk data); its BONE series, like most NLST CT, does not
-        wanted = "STANDARD" if args.private_bulk else "BONE"
-        series = next(p.parent for p in scratch.rglob("0001.dcm")
-                      if wanted in str(pydicom.dcmread(p, stop_before_pixels=True).SeriesDescription)
-                      and len(list(p.parent.glob("*.dcm"))) == args.slices)
-        shutil.move(str(series), str(source))
-        shutil.rmtree(scratch)
+    source = sample_input(args.work, args.slices, args.size, private_bulk=args.private_bulk)
     files = sorted(source.rglob("*.dcm"))
     size = sum(f.stat().st_size for f in files)
     copies = [args.work / f"cp{i}" for i in range(3)]
 
     def clear_copies() -> None:
-        for c in copies:
-            shutil.rmtree(c, ignore_errors=True)
+        remove_copies(copies)
 
     def copy_three() -> None:
-        for c in copies:
-            subprocess.run(["cp", "-r", str(source), str(c)], check=True)
+        copy_floor(source, copies)
 
     naive_out = args.work / "naive"
 
