@@ -112,6 +112,10 @@ bench: $(STAMP)
 bench-aggregate: $(STAMP)
 	$(BIN)/python bench/bench_aggregate.py --json .bench/aggregate.json
 
+# the whole `static-dicomweb convert` process on NLST-like headers vs the same floor (docs/benchmarks.md)
+bench-cli: $(STAMP)
+	$(BIN)/python bench/bench_cli.py --json .bench/cli.json
+
 constraints: $(STAMP)
 	{ head -2 constraints-airflow.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^static-dicomweb'; } > constraints.tmp
 	mv constraints.tmp constraints-airflow.txt
