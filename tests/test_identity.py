@@ -150,6 +150,22 @@ def test_the_same_file_again_is_not_a_conflict(sample_dir: Path, converted: Path
     assert after == before
 
 
+def test_a_site_without_identity_records_is_still_guarded(sample_dir: Path, converted: Path,
+                                                          tmp_path: Path) -> None:
+    """A site written before the records: a reuse in the same series is caught, and recorded."""
+    shutil.rmtree(converted / "_site" / "instances")
+    source = sample_files(sample_dir)[0]
+    held = pydicom.dcmread(source, stop_before_pixels=True)
+    changed = variant(source, tmp_path / "changed.dcm", PatientComments="other content")
+    run = cli("convert", changed, "--out", converted)
+    assert run.returncode == 1, run.stderr
+    (rejected,) = report(converted)["rejected"]
+    assert rejected["path"] == str(changed) and "already in the site" in rejected["reason"]
+    record = json.loads(LocalStore(converted).get(keys.instance_record(held.SOPInstanceUID).key))
+    assert record["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    assert cli("validate", converted).returncode == 0
+
+
 def test_conflicting_duplicates_in_one_run_settle_alike(sample_dir: Path, tmp_path: Path) -> None:
     """Any --workers, any input order, every run: the same site, the first path kept, the loser named."""
     files = sample_files(sample_dir)
