@@ -47,14 +47,15 @@ class Summary(TypedDict):
 
 def discover(source: str, *, since: datetime | None = None, until: datetime | None = None,
              series_uids: Iterable[str] = (), patient_ids: Iterable[str] = (), limit: int = 0,
-             skip_localizer_series: bool = True) -> list[SeriesRef]:
+             skip_localizer_series: bool = True, client: Any = None) -> list[SeriesRef]:
     """The series to convert from ``source`` (see :func:`static_dicomweb.sources.open_source`).
 
     ``since``/``until`` (a scheduled run's data interval) keep what changed in
     it; explicit UIDs and patients narrow it; localizers (1–3 images) are left
     out by default; ``limit`` caps the count for trials.
     """
-    refs: Iterable[SeriesRef] = open_source(source).list_series(since=since, until=until)
+    refs: Iterable[SeriesRef] = open_source(source, client=client).list_series(since=since,
+                                                                              until=until)
     wanted, patients = set(series_uids), set(patient_ids)
     if wanted:
         refs = (r for r in refs if r.series_uid in wanted)
@@ -81,9 +82,13 @@ def plan_batches(refs: Sequence[SeriesRef], batch_size: int,
     return [[asdict(r) for r in refs[i:i + size]] for i in range(0, len(refs), size)]
 
 
-def download_batch(source: str, refs: Sequence[dict[str, Any]], dest: str | Path) -> list[str]:
-    """Fetch a batch of series into ``dest`` (resumable, verified); the local files to convert."""
-    opened = open_source(source)
+def download_batch(source: str, refs: Sequence[dict[str, Any]], dest: str | Path, *,
+                   client: Any = None) -> list[str]:
+    """Fetch a batch of series into ``dest`` (resumable, verified); the local files to convert.
+
+    ``client``: the S3 client of an ``s3://`` source (Airflow passes its connection's).
+    """
+    opened = open_source(source, client=client)
     return [str(p) for ref in refs for p in opened.fetch(SeriesRef(**ref), Path(dest))]
 
 

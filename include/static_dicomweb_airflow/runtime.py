@@ -10,22 +10,25 @@ from typing import Any
 from airflow.sdk.exceptions import AirflowFailException
 
 from static_dicomweb.errors import PermanentError
-from static_dicomweb.store import LocalStore, Store
+from static_dicomweb.store import Store, is_s3, open_store
+
+
+def s3_client(location: str, aws_conn_id: str | None = "aws_default") -> Any:
+    """The S3 client for an ``s3://`` location from the Amazon provider's connection; else None.
+
+    ``S3Hook(aws_conn_id)`` gives the connection's credentials, region and endpoint, so
+    MinIO and AWS are configured in Airflow, not in code.
+    """
+    if not is_s3(location):
+        return None
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=aws_conn_id).get_conn()
 
 
 def store_for(destination: str, aws_conn_id: str | None = "aws_default") -> Store:
-    """The store of a site: a folder, or ``s3://bucket/prefix`` through the Amazon provider.
-
-    The S3 client comes from ``S3Hook(aws_conn_id)`` (its connection's credentials,
-    region and endpoint), so MinIO and AWS are configured in Airflow, not in code.
-    """
-    if destination.startswith("s3://"):
-        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-
-        from static_dicomweb.s3store import S3Store
-
-        return S3Store(destination, client=S3Hook(aws_conn_id=aws_conn_id).get_conn())
-    return LocalStore(destination)
+    """The store of a site: a folder, or ``s3://bucket/prefix`` through the Amazon provider."""
+    return open_store(destination, client=s3_client(destination, aws_conn_id))
 
 
 @contextlib.contextmanager
@@ -39,7 +42,7 @@ def permanent_errors_fail() -> Iterator[None]:
 
 def site_uri(destination: str) -> str:
     """The lineage URI of a site: its ``s3://`` URL or a ``file://`` URL of its folder."""
-    if destination.startswith("s3://"):
+    if is_s3(destination):
         return destination.rstrip("/")
     return Path(destination).resolve().as_uri()
 

@@ -20,7 +20,7 @@ from static_dicomweb.validate import validate
 
 from .links import REPORT_XCOM_KEY
 from .params import SiteParams
-from .runtime import permanent_errors_fail, report_lineage, site_uri, store_for
+from .runtime import permanent_errors_fail, report_lineage, s3_client, site_uri, store_for
 
 
 def discover(params: dict[str, Any], since: datetime | None,
@@ -30,7 +30,8 @@ def discover(params: dict[str, Any], since: datetime | None,
     with permanent_errors_fail():
         refs = pipeline.discover(p.source, since=since, until=until, series_uids=p.series_uids,
                                  patient_ids=p.patient_ids, limit=p.limit,
-                                 skip_localizer_series=p.skip_localizers)
+                                 skip_localizer_series=p.skip_localizers,
+                                 client=s3_client(p.source, p.aws_conn_id))
         if not refs and not (since or until):
             raise PermanentError(f"{p.source}: no DICOM series found")
         return pipeline.plan_batches(refs, p.batch_size)
@@ -40,7 +41,8 @@ def download(refs: Sequence[dict[str, Any]], params: dict[str, Any]) -> list[str
     """Fetch one batch of series to the download folder (a no-op for local folders)."""
     p = SiteParams.of(params)
     with permanent_errors_fail():
-        files = pipeline.download_batch(p.source, refs, Path(p.download_dir))
+        files = pipeline.download_batch(p.source, refs, Path(p.download_dir),
+                                        client=s3_client(p.source, p.aws_conn_id))
     report_lineage(download, (_series_uri(p.source, ref) for ref in refs), None)
     return files
 
@@ -83,7 +85,8 @@ def check(summary: pipeline.Summary, params: dict[str, Any], ti: Any = None) -> 
     """
     p = SiteParams.of(params)
     destination = p.validate_url or p.destination
-    report = validate(destination, decode_frames=True)
+    report = validate(destination, decode_frames=True,
+                      client=None if p.validate_url else s3_client(destination, p.aws_conn_id))
     result = report.to_json()
     if ti is not None:
         ti.xcom_push(REPORT_XCOM_KEY, result)

@@ -44,11 +44,12 @@ def skip_localizers(refs: Iterator[SeriesRef], min_instances: int = 4) -> Iterat
     return (r for r in refs if r.instances == 0 or r.instances >= min_instances)
 
 
-def open_source(spec: str, **options: object) -> Source:
+def open_source(spec: str, *, client: object = None, **options: object) -> Source:
     """The source named by ``spec``.
 
     ``nbia:COLLECTION`` (TCIA's NBIA API), ``idc:COLLECTION`` (NCI IDC),
-    ``s3://bucket/prefix`` (Part 10 files on S3), anything else a local folder.
+    ``s3://bucket/prefix`` (Part 10 files on S3, read with ``client`` when given: in
+    Airflow, the ``aws_conn_id`` connection's), anything else a local folder.
     """
     if spec.startswith("nbia:"):
         from .nbia import NbiaSource
@@ -63,7 +64,7 @@ def open_source(spec: str, **options: object) -> Source:
     if is_s3(spec):
         from .folder import S3PrefixSource
 
-        return S3PrefixSource(spec, **options)  # type: ignore[arg-type]
+        return S3PrefixSource(spec, client=client, **options)  # type: ignore[arg-type]
     from .folder import FolderSource
 
     return FolderSource(spec)
