@@ -166,7 +166,9 @@ def collect_sagemaker(job: dict[str, Any], dataset: dict[str, Any], params: dict
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     uri = job["Training"]["ModelArtifacts"]["S3ModelArtifacts"]
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    from static_dicomweb.s3store import parse_s3_url
+
+    bucket, key = parse_s3_url(uri)
     hook = S3Hook(aws_conn_id=params.get("aws_conn_id"))
     deadline = time.monotonic() + float(params.get("artifact_timeout_s", 0))
     while not hook.check_for_key(key, bucket_name=bucket):

@@ -115,7 +115,10 @@ class S3PrefixSource:
 
     def fetch(self, ref: SeriesRef, dest: Path) -> list[Path]:
         """Download the folder's objects to ``dest/<folder>/`` (files already there are kept)."""
-        bucket, _, prefix = ref.location.removeprefix("s3://").partition("/")
+        from static_dicomweb.s3store import parse_s3_url
+
+        bucket, prefix = parse_s3_url(ref.location)
+        prefix = f"{prefix}/" if prefix else ""  # the folder's objects, not a sibling's of its name
         out = Path(dest) / ref.series_uid
         out.mkdir(parents=True, exist_ok=True)
         paths = []
