@@ -24,6 +24,11 @@ MONAI_PINS=(monailabel==0.8.5 monai==1.5.2 pydicom==2.4.4 "dicomweb-client[gcp]=
 PINS="${TORCH_PINS[*]} $SAM2_PIN ${MONAI_PINS[*]}"
 STAMP="$VENV/.installed"
 
+# one build at a time: a second caller (another test session) waits for the first, then finds it done
+if [[ -z "${MONAILABEL_SETUP_LOCKED:-}" ]]; then
+    exec env MONAILABEL_SETUP_LOCKED=1 flock "$HERE/.setup.lock" bash "${BASH_SOURCE[0]}" "$@"
+fi
+
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$PINS" && -d "$APPS/radiology" ]]; then
     echo "monailabel: $VENV is up to date ($PINS)"
     exit 0
