@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
@@ -60,20 +61,23 @@ def nginx_binary() -> str:
 class Nginx:
     """nginx in the foreground on ``site``, from a prefix of its own."""
 
-    def __init__(self, binary: str, site: Path, prefix: Path, upstream: str | None = None) -> None:
+    def __init__(self, binary: str, site: Path, prefix: Path, upstream: str | None = None,
+                 run_as: int | None = None) -> None:
         listener = socket.create_server(("127.0.0.1", 0))
         self.port = listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.prefix = prefix
         # as root nginx's workers would run as nobody, who cannot enter pytest's 0700 folders
-        user = "root" if os.geteuid() == 0 else None
+        user = "root" if os.geteuid() == 0 and run_as is None else None
         conf = write(NginxOptions(site=str(site), listen=f"127.0.0.1:{self.port}", upstream=upstream,
                                   user=user, workers="1"), prefix)
         self.log = (prefix / "stderr.log").open("wb")
         fd = listener.fileno()
         self.proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)], pass_fds=(fd,),
                                      env={**os.environ, "NGINX": f"{fd};"}, stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, user=run_as,
+                                     group=None if run_as is None else run_as,
+                                     extra_groups=None if run_as is None else [])
         listener.close()  # nginx holds it now; a connection waits in its backlog until it accepts
 
     def raw(self, method: str, path: str, headers: dict[str, str] | None = None
@@ -117,9 +121,10 @@ def served(nginx_binary: str, site_dir: Path, tmp_path_factory: pytest.TempPathF
 
 
 def _answer(port: int, method: str, path: str, headers: dict[str, str] | None = None
-            ) -> tuple[int, bytes, dict[str, str]]:
+            ) -> tuple[int, bytes, list[tuple[str, str]]]:
+    """Status, body and headers (every line, so a header sent twice shows) less the server's own."""
     response, body = raw(port, method, path, headers)
-    own = {name.lower(): value for name, value in response.getheaders() if name.lower() not in _OWN}
+    own = sorted((name.lower(), value) for name, value in response.getheaders() if name.lower() not in _OWN)
     return response.status, body, own
 
 
@@ -138,6 +143,29 @@ def test_nginx_t_accepts_the_printed_config(nginx_binary: str, site_dir: Path, t
     assert "test is successful" in out.stderr
     # everything nginx wrote lies under its prefix
     assert (tmp_path / "error.log").exists() and (tmp_path / "client_body_temp").is_dir()
+
+
+def test_runs_in_its_prefix_as_an_unprivileged_user(nginx_binary: str, site_dir: Path) -> None:
+    """No file of nginx's own (pid, logs, temp) outside the prefix: a user who can write nothing else."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to become another user (the other tests run nginx as this user)")
+    nobody = 65534
+    with tempfile.TemporaryDirectory(prefix="sdw-nginx-") as tmp:
+        base = Path(tmp)
+        base.chmod(0o755)
+        shutil.copytree(site_dir, base / "site")
+        (base / "prefix").mkdir()
+        os.chown(base / "prefix", nobody, nobody)
+        nginx = Nginx(nginx_binary, base / "site", base / "prefix", run_as=nobody)
+        try:
+            response, body = nginx.raw("GET", "/studies")
+            assert response.status == 200
+            assert body == LocalStore(base / "site").get("studies")
+            assert (base / "prefix" / "nginx.pid").read_text().strip() == str(nginx.proc.pid)
+        finally:
+            nginx.stop()
+        written = {p.name for p in (base / "prefix").iterdir()}
+        assert written >= {"access.log", "error.log", "client_body_temp"}
 
 
 @pytest.mark.parametrize(("change", "message"), [
