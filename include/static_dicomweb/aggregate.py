@@ -414,7 +414,18 @@ def _page_offsets(count: int) -> set[int]:
 
 
 def _rows_meta(headers: Mapping[str, str] | None) -> int:
+    """The row count an answer recorded; answers of fewer than a page's rows record none."""
     return int((headers or {}).get(ROWS_META, "0") or 0)
+
+
+def _rows_record(count: int) -> dict[str, str] | None:
+    """User metadata recording an answer's row count, where it has pages to find when it changes.
+
+    Answers below :data:`routing.PAGE_SIZE` rows have no pages, so their count is
+    never needed: recording none spares a folder site a ``.meta`` file for each of
+    them (the one-row answers by UID are most of a site's answers).
+    """
+    return {"rows": str(count)} if count >= routing.PAGE_SIZE else None
 
 
 @dataclass(frozen=True)
@@ -492,7 +503,7 @@ def _store_wholes(store: Store, groups: Sequence[_Group]) -> None:
     for group in groups:
         keyed = [(a, a.key) for a in group.answers if a.key is not None]
         if keyed:
-            meta = {"rows": str(len(group.lines))}
+            meta = _rows_record(len(group.lines))
             data = gzip_bytes(_rows_json(group.lines))
             for answer, key in keyed:
                 store.put(answer.spec or _query_spec(key), [data], meta=meta)
@@ -514,9 +525,8 @@ def _chunks(items: Sequence[_T], weight: Callable[[_T], int]) -> Iterator[list[_
 
 def _store_one_row_answers(store: Store, answers: Sequence[tuple[str, bytes]]) -> None:
     """Answers by UID: one row each, no pages (every later offset is ``routing.EMPTY_KEY``)."""
-    meta = {"rows": "1"}
     for key, line in answers:
-        store.put(_query_spec(key), [gzip_bytes(_rows_json([line]))], meta=meta)
+        store.put(_query_spec(key), [gzip_bytes(_rows_json([line]))])
 
 
 @dataclass
@@ -662,7 +672,7 @@ def _plan_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes
 def _put_empty_page(store: Store) -> None:
     """The shared empty page, before any answer whose later offsets route to it."""
     if store.headers(routing.EMPTY_KEY) is None:
-        store.put(_query_spec(routing.EMPTY_KEY), [_EMPTY_GZ], meta={"rows": "0"})
+        store.put(_query_spec(routing.EMPTY_KEY), [_EMPTY_GZ])
 
 
 def aggregate_roots(store: Store,
