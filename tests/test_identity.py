@@ -316,3 +316,22 @@ def test_fifo_socket_device_and_hidden_entries_are_skipped_and_named(sample_dir:
     for path in skipped:
         assert path in run.stderr
     assert report(site)["instances"] == len(sample_files(sample_dir))
+
+
+def test_the_pipeline_skips_a_fifo_and_names_it(sample_dir: Path, tmp_path: Path) -> None:
+    """The DAG's steps: the folder source lists around a FIFO, the batch and the report name it."""
+    from static_dicomweb.pipeline import aggregate_batches, convert_batch
+    from static_dicomweb.sources.folder import FolderSource
+
+    inputs = tmp_path / "in"
+    shutil.copytree(sample_dir, inputs)
+    os.mkfifo(inputs / "pipe.dcm")
+    refs = list(FolderSource(inputs).list_series())
+    assert sum(r.instances for r in refs) == len(sample_files(sample_dir))
+    store = LocalStore(tmp_path / "site")
+    batch = convert_batch([str(inputs)], store)
+    summary = aggregate_batches([batch], store)
+    assert summary["instances"] == len(sample_files(sample_dir))
+    assert report(tmp_path / "site")["skipped"] == [
+        {"path": str(inputs / "pipe.dcm"), "reason": "a FIFO (named pipe), not a regular file; not read"}]
+

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from .aggregate import aggregate
 from .convert import convert_files
@@ -32,7 +32,9 @@ class BatchResult(TypedDict):
     instances: int
     series: list[list[str]]
     rejected: list[dict[str, str]]
-    skipped: list[dict[str, str]]
+    #: Inputs that are not files to convert (hidden, FIFOs, ...): path and reason; absent in
+    #: results of older versions.
+    skipped_files: NotRequired[list[dict[str, str]]]
     seconds: float
 
 
@@ -101,7 +103,7 @@ def convert_batch(files: Sequence[str], store: Store, profile: str = "default",
     return {"instances": len(result.written),
             "series": [[study, series] for study, series in result.touched()],
             "rejected": [{"path": r.path, "reason": r.reason} for r in result.rejected],
-            "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped],
+            "skipped_files": [{"path": s.path, "reason": s.reason} for s in result.skipped],
             "seconds": round(result.seconds, 3)}
 
 
@@ -112,7 +114,8 @@ def aggregate_batches(results: Iterable[BatchResult], store: Store,
     results = list(results)
     touched = sorted({(s[0], s[1]) for r in results for s in r["series"]})
     rejected = sorted((x for r in results for x in r["rejected"]), key=lambda x: x["path"])
-    skipped = sorted((x for r in results for x in r.get("skipped", [])), key=lambda x: x["path"])
+    skipped = sorted((x for r in results for x in r.get("skipped_files", [])),
+                     key=lambda x: x["path"])
     instances = sum(r["instances"] for r in results)
     report = {"instances": instances, "series": [f"{a}/{b}" for a, b in touched],
               "rejected": rejected, "skipped": skipped}
