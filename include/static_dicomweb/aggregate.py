@@ -27,6 +27,7 @@ from .dicomjson import JsonDict, decode, encode, first, gzip_bytes
 from .errors import KeyNotFoundError
 from .offload import ChildWriter
 from .profiles import Profile
+from .progress import tracked
 from .qido import (
     SERIES_UID,
     STUDY_UID,
@@ -224,10 +225,11 @@ def aggregate(store: Store, touched: Sequence[tuple[str, str]], profile: Profile
     with store.lock(), Writer(store) as writer:
         studies = sorted({study for study, _ in touched})
         # series are independent of each other, studies too; a study reads its series' records
-        for _ in writer.map(lambda pair: aggregate_series(store, *pair, profile, known or {}),
-                            touched):
+        for _ in tracked(writer.map(lambda pair: aggregate_series(store, *pair, profile, known or {}),
+                                    touched), "aggregate: series", len(touched)):
             pass
-        done = writer.map(lambda study: aggregate_study(store, study), studies)
+        done = tracked(writer.map(lambda study: aggregate_study(store, study), studies),
+                       "aggregate: studies", len(studies), unit="studies")
         study_lines = aggregate_roots(store, ((study, *result) for study, result
                                               in zip(studies, done, strict=True)), writer=writer)
         if report is not None:

@@ -82,16 +82,15 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from .publish import publish
-    from .s3store import S3Store
-    from .store import LocalStore, open_store
+    from .store import LocalStore, is_s3, open_store
 
-    dest = open_store(args.dest, endpoint_url=args.endpoint_url)
-    if not isinstance(dest, S3Store):
+    if not is_s3(args.dest):
         raise SystemExit(f"static-dicomweb publish: error: {args.dest} is not an s3:// URL")
     site = LocalStore(args.site)
     if not site.exists():
         raise FileNotFoundError(f"{args.site}: no such site folder")
-    result = publish(site, dest, delete=args.delete, workers=args.workers)
+    dest = open_store(args.dest, endpoint_url=args.endpoint_url)
+    result = publish(site, dest, delete=args.delete, workers=args.workers)  # type: ignore[arg-type]
     print(f"published {site.url} to {dest.url}: {len(result.uploaded)} objects uploaded "
           f"({result.bytes_uploaded / 1e6:.1f} MB), {result.skipped} already there"
           + (f", {len(result.deleted)} deleted" if args.delete else ""), file=sys.stderr)
@@ -245,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.verbose < 2:  # the codec plugins log every tile at INFO
         logging.getLogger("openjpeg").setLevel(logging.WARNING)
+    if not args.quiet:  # progress lines where no bar is shown (standard error not a terminal)
+        logging.getLogger("static_dicomweb.progress").setLevel(logging.INFO)
     if getattr(args, "workers", 1) < 1:
         parser.error("--workers must be at least 1")
     try:

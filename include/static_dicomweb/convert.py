@@ -25,13 +25,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import cast
 
 from . import keys, multipart
 from .aggregate import aggregate
 from .dicomjson import JsonDict, dataset_to_json, encode, encode_attributes, gzip_bytes
 from .errors import ConflictError, ObjectExistsError, RejectedInstanceError
 from .profiles import Profile, get_profile
+from .progress import Progress, file_size
 from .qido import instance_row
 from .reader import Loaded, SourceInstance, load, plain_us, read_instance
 from .store import Store
@@ -386,13 +386,15 @@ def convert_files(inputs: Iterable[str | Path], store: Store, *, profile: str | 
     log.info("converting %d files into %s (profile %s, %d workers)", len(files), store.url,
              prof.name, workers)
     result = ConversionResult(skipped=skipped)
-    bar = _progress(len(files), progress)
+    # a bar on a terminal, else a progress line in the log every few seconds (Airflow task logs)
+    bar = Progress("convert", len(files), bar=progress)
     for outcome in _run(files, store, prof, workers):
         if isinstance(outcome, Written):
             result.written.append(outcome)
         else:
             result.rejected.append(outcome)
-        bar.update(1)
+        bar.update(1, nbytes=file_size(outcome.path),
+                   series=(outcome.study, outcome.series) if isinstance(outcome, Written) else None)
     bar.close()
     _settle_duplicates(result, store, prof)
     result.written.sort(key=lambda w: (w.study, w.series, w.sop, w.path))
@@ -480,19 +482,3 @@ def convert(inputs: Iterable[str | Path], store: Store, *, profile: str | Profil
              len(result.written), len(touched), result.seconds, len(result.rejected),
              len(result.skipped))
     return result
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        """Nothing to show."""
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
-def _progress(total: int, show: bool) -> _NoBar:
-    if not show:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return cast(_NoBar, tqdm(total=total, unit="file", desc="convert", leave=False))
