@@ -82,15 +82,16 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace) -> int:
     from .publish import publish
-    from .store import LocalStore, is_s3, open_store
+    from .s3store import S3Store
+    from .store import LocalStore, open_store
 
-    if not is_s3(args.dest):
+    dest = open_store(args.dest, endpoint_url=args.endpoint_url)
+    if not isinstance(dest, S3Store):
         raise SystemExit(f"static-dicomweb publish: error: {args.dest} is not an s3:// URL")
     site = LocalStore(args.site)
     if not site.exists():
         raise FileNotFoundError(f"{args.site}: no such site folder")
-    dest = open_store(args.dest, endpoint_url=args.endpoint_url)
-    result = publish(site, dest, delete=args.delete, workers=args.workers)  # type: ignore[arg-type]
+    result = publish(site, dest, delete=args.delete, workers=args.workers)
     print(f"published {site.url} to {dest.url}: {len(result.uploaded)} objects uploaded "
           f"({result.bytes_uploaded / 1e6:.1f} MB), {result.skipped} already there"
           + (f", {len(result.deleted)} deleted" if args.delete else ""), file=sys.stderr)
