@@ -403,6 +403,17 @@ def test_traversal_is_refused(served: tuple[Nginx, str, Path], path: str) -> Non
     assert SECRET not in body
 
 
+@pytest.mark.parametrize("path", ["//studies", "/studies\\", "/%2e/studies", "/./studies",
+                                  "/series/%2E%2E/studies", "/.%2e/studies", "/studies%2F",
+                                  "/studies/../studies"])
+def test_paths_that_would_name_a_key_once_normalised_are_400(served: tuple[Nginx, str, Path],
+                                                             path: str) -> None:
+    """nginx merges slashes and resolves dot segments: refused first, never served as that key."""
+    nginx, _, _ = served
+    response, _ = nginx.raw("GET", path)
+    assert response.status == 400, path
+
+
 def test_hidden_and_internal_files_and_folders_are_refused(served: tuple[Nginx, str, Path]) -> None:
     nginx, _, site = served
     study = LocalStore(site).children("studies/")[0]

@@ -58,8 +58,9 @@ MAX_SEGMENTS = 9
 MAX_BODY = "4g"
 #: One key segment: what keys are made of (letters, digits, ``_``, ``-``, dots; no leading dot).
 _SEGMENT = r"[0-9A-Za-z_-][0-9A-Za-z_.-]*"
-#: A raw request path that is refused outright (before the query string).
-_REFUSED = r"~*^[^?]*(?:%2e|%2f|%5c|%00|\\|//|/\.)"
+#: A raw request path that is refused outright (before the query string).  Four backslashes:
+#: nginx's quoted string makes them two, PCRE's one literal backslash.
+_REFUSED = r"~*^[^?]*(?:%2e|%2f|%5c|%00|\\\\|//|/\.)"
 #: Characters a path or address may not hold in the configuration (quoting, variables, blocks).
 _UNSAFE = re.compile(r"[\"'\\$;{}\s#]")
 
