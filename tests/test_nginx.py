@@ -168,6 +168,18 @@ def test_runs_in_its_prefix_as_an_unprivileged_user(nginx_binary: str, site_dir:
         assert written >= {"access.log", "error.log", "client_body_temp"}
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_stow_bodies_buffered_or_streamed(nginx_binary: str, site_dir: Path, tmp_path: Path,
+                                          stream: bool) -> None:
+    options = NginxOptions(site=str(site_dir), listen="127.0.0.1:8080", upstream="http://127.0.0.1:8081",
+                           stream_stow=stream)
+    conf = write(options, tmp_path)
+    assert f"proxy_request_buffering {'off' if stream else 'on'};" in conf.read_text()
+    out = subprocess.run([nginx_binary, "-t", "-p", str(tmp_path), "-c", str(conf)],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.mark.parametrize(("change", "message"), [
     ({"listen": "8080"}, "expected HOST:PORT"),
     ({"listen": "127.0.0.1:0"}, "port from 1"),

@@ -109,7 +109,8 @@ def _nginx_config(args: argparse.Namespace) -> int:
     from .nginx import NginxOptions, config, write
 
     options = NginxOptions(site=args.site, listen=args.listen, upstream=args.upstream, user=args.user,
-                           workers=args.worker_processes, njs_module=args.njs_module)
+                           workers=args.worker_processes, njs_module=args.njs_module,
+                           stream_stow=args.stream_stow)
     if args.out is None:
         sys.stdout.write(config(options))
         return EXIT_OK
@@ -221,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="nginx worker processes (default auto: one per core)")
     ngx.add_argument("--njs-module", default=None, metavar="PATH",
                      help="njs module to load (default: Debian's libnginx-mod-http-js)")
+    ngx.add_argument("--stream-stow", action="store_true",
+                     help="pass STOW-RS bodies on as they arrive, chunked ones chunked (the upstream "
+                          "must read chunked bodies); default: nginx takes each body whole first")
     ngx.set_defaults(run=_nginx_config)
 
     smp = verbs.add_parser("sample", help="write a synthetic CT data set (with a spine)",

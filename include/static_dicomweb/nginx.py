@@ -65,6 +65,13 @@ _REFUSED = r"~*^[^?]*(?:%2e|%2f|%5c|%00|\\\\|//|/\.)"
 _UNSAFE = re.compile(r"[\"'\\$;{}\s#]")
 
 
+_BUFFER = ("            # nginx takes the whole body (chunked or not, spooled under the prefix) and\n"
+           "            # hands it on with its length: any serve reads that\n"
+           "            proxy_request_buffering on;\n")
+_STREAM = ("            # the body goes on as it arrives, a chunked one chunked: serve must read those\n"
+           "            proxy_request_buffering off;\n")
+
+
 class NginxConfigError(StaticDicomwebError):
     """An argument of ``nginx-config`` cannot go into a configuration."""
 
@@ -90,6 +97,10 @@ class NginxOptions:
     njs_module
         The njs dynamic module to load (None: the first of :data:`NJS_MODULES`
         that exists, else Debian's path).
+    stream_stow
+        Pass STOW-RS bodies on as they arrive (a chunked body chunked, over
+        HTTP/1.1) instead of taking each whole first and handing it on with its
+        length: for an upstream that reads chunked bodies.
     """
 
     site: str
@@ -98,6 +109,7 @@ class NginxOptions:
     user: str | None = None
     workers: str = "auto"
     njs_module: str | None = None
+    stream_stow: bool = False
 
 
 def _safe(value: str, what: str) -> str:
@@ -182,10 +194,7 @@ def config(options: NginxOptions) -> str:
                 '            proxy_set_header Connection "";\n'
                 "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
                 "            proxy_set_header X-Forwarded-Proto $scheme;\n"
-                "            # serve reads a Content-Length body, not a chunked one: nginx takes the\n"
-                "            # whole body (chunked or not, spooled under the prefix) and hands it on\n"
-                "            # with its length\n"
-                "            proxy_request_buffering on;\n"
+                f"{_STREAM if options.stream_stow else _BUFFER}"
                 "            proxy_read_timeout 600s;\n"
                 "            proxy_send_timeout 600s;\n"
                 f"{hide}")
