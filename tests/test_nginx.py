@@ -26,6 +26,7 @@ import pydicom
 import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
+from pydicom.data import get_testdata_file
 
 from static_dicomweb import keys, routing
 from static_dicomweb.cli import main
@@ -37,7 +38,7 @@ from static_dicomweb.serve import CORS, serve_in_thread
 from static_dicomweb.store import LocalStore
 
 from . import test_queries
-from .test_clients import check_site_round_trip
+from .test_clients import REAL_FILES, check_series_round_trip, check_site_round_trip
 
 pytestmark = pytest.mark.integration
 
@@ -257,6 +258,11 @@ def test_twenty_requests_answered_as_serve_answers(served: tuple[Nginx, str, Pat
 
 def test_every_object_served_with_its_bytes_and_headers(served: tuple[Nginx, str, Path]) -> None:
     nginx, _, site = served
+    _check_every_object(nginx, site)
+
+
+def _check_every_object(nginx: Nginx, site: Path) -> None:
+    """Every key of the site: its stored bytes, the store's headers and user metadata, CORS."""
     store = LocalStore(site)
     session = requests.Session()
     count = 0
@@ -272,6 +278,42 @@ def test_every_object_served_with_its_bytes_and_headers(served: tuple[Nginx, str
         assert amz == {k.lower() for k in expected if k.lower().startswith("x-amz-meta-")}, key
         count += 1
     assert count > 50
+
+
+@pytest.fixture(scope="module")
+def real_files_site(nginx_binary: str, tmp_path_factory: pytest.TempPathFactory
+                    ) -> Iterator[tuple[Nginx, Path, dict[str, tuple[Path, pydicom.Dataset]]]]:
+    """pydicom's and pydicom-data's real files (JPEG 2000, JPEG-LS, RLE, big endian, Enhanced CT, ...)."""
+    base = tmp_path_factory.mktemp("nginx-real")
+    sources: dict[str, tuple[Path, pydicom.Dataset]] = {}
+    for name in REAL_FILES:  # one site: one file per SOP Instance UID (693_* share theirs)
+        path = Path(get_testdata_file(name))  # type: ignore[arg-type]
+        ds = pydicom.dcmread(path)
+        sources.setdefault(ds.SOPInstanceUID, (path, ds))
+    result = convert([path for path, _ in sources.values()], LocalStore(base / "site"))
+    assert result.ok, result.rejected
+    nginx = Nginx(nginx_binary, base / "site", base / "prefix")
+    try:
+        yield nginx, base / "site", sources
+    finally:
+        nginx.stop()
+
+
+def test_real_files_read_back_through_nginx(
+        real_files_site: tuple[Nginx, Path, dict[str, tuple[Path, pydicom.Dataset]]]) -> None:
+    nginx, _, sources = real_files_site
+    client = DICOMwebClient(nginx.url)
+    frames = 0
+    for row in client.search_for_series():
+        frames += check_series_round_trip(client, nginx.url, sources, row["0020000D"]["Value"][0],
+                                          row["0020000E"]["Value"][0])
+    assert frames == sum(int(ds.get("NumberOfFrames") or 1) for _, ds in sources.values())
+
+
+def test_real_files_every_object_as_stored(
+        real_files_site: tuple[Nginx, Path, dict[str, tuple[Path, pydicom.Dataset]]]) -> None:
+    nginx, site, _ = real_files_site
+    _check_every_object(nginx, site)
 
 
 def test_options_preflight(served: tuple[Nginx, str, Path]) -> None:
