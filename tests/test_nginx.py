@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -63,7 +64,7 @@ class Nginx:
     """nginx in the foreground on ``site``, from a prefix of its own."""
 
     def __init__(self, binary: str, site: Path, prefix: Path, upstream: str | None = None,
-                 run_as: int | None = None) -> None:
+                 run_as: int | None = None, stdio_logs: bool = False) -> None:
         listener = socket.create_server(("127.0.0.1", 0))
         self.port = listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -71,7 +72,7 @@ class Nginx:
         # as root nginx's workers would run as nobody, who cannot enter pytest's 0700 folders
         user = "root" if os.geteuid() == 0 and run_as is None else None
         conf = write(NginxOptions(site=str(site), listen=f"127.0.0.1:{self.port}", upstream=upstream,
-                                  user=user, workers="1"), prefix)
+                                  user=user, workers="1", stdio_logs=stdio_logs), prefix)
         self.log = (prefix / "stderr.log").open("wb")
         fd = listener.fileno()
         self.proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)], pass_fds=(fd,),
@@ -85,8 +86,8 @@ class Nginx:
             ) -> tuple[http.client.HTTPResponse, bytes]:
         return raw(self.port, method, path, headers)
 
-    def stop(self) -> None:
-        self.proc.terminate()
+    def stop(self, graceful: bool = False) -> None:
+        self.proc.send_signal(signal.SIGQUIT if graceful else signal.SIGTERM)
         self.proc.wait(timeout=60)
         self.log.close()
 
@@ -167,6 +168,19 @@ def test_runs_in_its_prefix_as_an_unprivileged_user(nginx_binary: str, site_dir:
             nginx.stop()
         written = {p.name for p in (base / "prefix").iterdir()}
         assert written >= {"access.log", "error.log", "client_body_temp"}
+
+
+def test_stdio_logs(nginx_binary: str, site_dir: Path, tmp_path: Path) -> None:
+    nginx = Nginx(nginx_binary, site_dir, tmp_path / "prefix", stdio_logs=True)
+    try:
+        response, _ = nginx.raw("GET", "/studies?PatientID=stdio-log-check")
+        assert response.status == 200
+    finally:
+        nginx.stop(graceful=True)  # a graceful stop writes out the buffered access log
+    output = (tmp_path / "prefix" / "stderr.log").read_text()  # nginx's standard output and error
+    assert "GET /studies?PatientID=stdio-log-check HTTP/1.1" in output
+    assert not (tmp_path / "prefix" / "access.log").exists()
+    assert not (tmp_path / "prefix" / "error.log").exists()
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -110,12 +110,12 @@ def _nginx_config(args: argparse.Namespace) -> int:
 
     options = NginxOptions(site=args.site, listen=args.listen, upstream=args.upstream, user=args.user,
                            workers=args.worker_processes, njs_module=args.njs_module,
-                           stream_stow=args.stream_stow)
+                           stream_stow=args.stream_stow, stdio_logs=args.stdio_logs)
     if args.out is None:
         sys.stdout.write(config(options))
         return EXIT_OK
     conf = write(options, args.out)
-    print(f"wrote {conf} and its njs module; run: nginx -p {conf.parent} -c {conf}", file=sys.stderr)
+    print(f"wrote {conf} and its njs modules; run: nginx -p {conf.parent} -c {conf}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="nginx worker processes (default auto: one per core)")
     ngx.add_argument("--njs-module", default=None, metavar="PATH",
                      help="njs module to load (default: Debian's libnginx-mod-http-js)")
+    ngx.add_argument("--stdio-logs", action="store_true",
+                     help="error log on standard error, access log on standard output (a container's "
+                          "logs); default: error.log and access.log in nginx's prefix")
     ngx.add_argument("--stream-stow", action="store_true",
                      help="pass STOW-RS bodies on as they arrive, chunked ones chunked (the upstream "
                           "must read chunked bodies); default: nginx takes each body whole first")

@@ -97,6 +97,9 @@ class NginxOptions:
     njs_module
         The njs dynamic module to load (None: the first of :data:`NJS_MODULES`
         that exists, else Debian's path).
+    stdio_logs
+        The error log on standard error and the access log on standard output
+        (a container's logs) rather than ``error.log`` and ``access.log`` in the prefix.
     stream_stow
         Pass STOW-RS bodies on as they arrive (a chunked body chunked, over
         HTTP/1.1) instead of taking each whole first and handing it on with its
@@ -110,6 +113,7 @@ class NginxOptions:
     workers: str = "auto"
     njs_module: str | None = None
     stream_stow: bool = False
+    stdio_logs: bool = False
 
 
 def _safe(value: str, what: str) -> str:
@@ -213,14 +217,14 @@ load_module {_njs_module(options.njs_module)};
 {user}worker_processes {workers};
 daemon off;
 pid nginx.pid;
-error_log error.log warn;
+error_log {"stderr" if options.stdio_logs else "error.log"} warn;
 
 events {{
     worker_connections 1024;
 }}
 
 http {{
-    access_log access.log combined buffer=64k flush=1s;
+    access_log {"/dev/stdout combined" if options.stdio_logs else "access.log combined"} buffer=64k flush=1s;
     client_body_temp_path client_body_temp;
     proxy_temp_path proxy_temp;
     fastcgi_temp_path fastcgi_temp;
