@@ -23,7 +23,8 @@ with a few rules, not one per object, so objects written after it started
   table of :mod:`static_dicomweb.routing`.
 - ``POST studies[/{S}]`` (STOW-RS) goes to the upstream ``serve
   --stow-token``: nginx takes the body, chunked or not, and hands it on
-  with a Content-Length (``serve`` reads no chunked bodies).
+  with a Content-Length, which any ``serve`` reads; with ``stream_stow``
+  it passes the body on as it arrives (the upstream must read chunked bodies).
 
 Everything nginx writes (pid, logs, request-body and proxy temporary files)
 goes under its prefix, so ``nginx -p DIR -c DIR/nginx.conf`` runs it in the
@@ -63,8 +64,7 @@ _SEGMENT = r"[0-9A-Za-z_-][0-9A-Za-z_.-]*"
 _REFUSED = r"~*^[^?]*(?:%2e|%2f|%5c|%00|\\\\|//|/\.)"
 #: Characters a path or address may not hold in the configuration (quoting, variables, blocks).
 _UNSAFE = re.compile(r"[\"'\\$;{}\s#]")
-
-
+#: How the STOW-RS location takes a request body: whole first (default), or streamed on.
 _BUFFER = ("            # nginx takes the whole body (chunked or not, spooled under the prefix) and\n"
            "            # hands it on with its length: any serve reads that\n"
            "            proxy_request_buffering on;\n")
