@@ -62,7 +62,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
               single(keys.instance(STUDY, SERIES, SOP), "application/dicom", P10))
     store.put(keys.series_metadata(STUDY, SERIES), [gzip_bytes(encode([{}]))])
     store.put(keys.study_thumbnail(STUDY), [b"\xff\xd8 not really a jpeg \xff\xd9"])
-    store.put(keys.ObjectSpec("empty", "text/plain"), [b""])
+    store.put(keys.ObjectSpec("_site/empty.json", "application/json", cache_control=keys.INDEX), [b""])
     # a file that looks like an object but lies outside the root
     (base / "secret.body").write_bytes(SECRET)
     (base / "secret.head.json").write_text(json.dumps({"Content-Type": "text/plain"}))
@@ -124,7 +124,7 @@ def test_get_thumbnail_and_empty_object(site: Site) -> None:
     response = requests.get(f"{site.url}/studies/{STUDY}/thumbnail", timeout=10)
     assert response.headers["Content-Type"] == "image/jpeg"
     assert response.content == site.store.get(f"studies/{STUDY}/thumbnail")
-    empty = requests.get(f"{site.url}/empty", timeout=10)
+    empty = requests.get(f"{site.url}/_site/empty.json", timeout=10)
     assert (empty.status_code, empty.content, empty.headers["Content-Length"]) == (200, b"", "0")
 
 

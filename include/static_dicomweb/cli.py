@@ -44,17 +44,20 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .serve import base_url, make_server
+    from .serve import Limits, base_url, make_server, viewer_url
 
     token = args.stow_token or os.environ.get("STATIC_DICOMWEB_STOW_TOKEN") or None
-    server = make_server(args.dest, args.host, args.port, token)
-    writes = "STOW-RS on (token required)" if token else "read-only"
+    server = make_server(args.dest, args.host, args.port, token, endpoint_url=args.endpoint_url,
+                         limits=Limits(max_body=args.max_body), viewer=args.viewer)
+    writes = f"STOW-RS on (token required, bodies up to {args.max_body} bytes)" if token else "read-only"
     # stop on Ctrl-C and on SIGTERM (docker stop, systemd), also when started with SIGINT ignored
     # (a background job of a non-interactive shell): Python then installs no handler of its own
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     print(f"serving {args.dest} at {base_url(server)}/ (DICOMweb root; {writes}; Ctrl-C stops)",
           file=sys.stderr)
+    if args.viewer:
+        print(f"viewer: {viewer_url(server)}", file=sys.stderr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -62,6 +65,20 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
     return EXIT_OK
+
+
+def _size(text: str) -> int:
+    """A byte count with an optional K, M or G suffix (powers of 1024): ``--max-body 500M``."""
+    number, unit = text.strip().upper().rstrip("B") or "0", 1
+    if number[-1:] in ("K", "M", "G"):
+        number, unit = number[:-1], 1024 ** (" KMG".index(number[-1]))
+    try:
+        value = int(float(number) * unit)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 500M, 2G, 1048576)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size must be positive")
+    return value
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -157,16 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
     conv.set_defaults(run=_convert)
 
-    srv = verbs.add_parser("serve", help="serve a site folder over HTTP exactly as S3 would",
-                           description="Serve a site folder over HTTP: stored bytes and headers, "
-                                       "CORS for browser viewers.")
-    srv.add_argument("dest", metavar="DEST", help="site folder")
+    srv = verbs.add_parser("serve", help="serve a site (folder or S3) over HTTP exactly as S3 would",
+                           description="Serve a site folder or s3://bucket/prefix over HTTP: stored "
+                                       "bytes and headers, CORS for browser viewers, the QIDO "
+                                       "routing of the edge function, STOW-RS with a token.")
+    srv.add_argument("dest", metavar="DEST", help="site folder or s3://bucket/prefix")
+    srv.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
     srv.add_argument("--stow-token", default=None, metavar="TOKEN",
                      help="accept STOW-RS (POST studies) from clients presenting TOKEN as a Bearer "
                           "token or HTTP Basic password (or set STATIC_DICOMWEB_STOW_TOKEN); "
                           "without it the site takes no writes")
+    srv.add_argument("--max-body", type=_size, default=2 * 1024**3, metavar="SIZE",
+                     help="largest STOW-RS body taken (e.g. 500M, 4G; default 2G); 413 beyond. "
+                          "Bodies are spooled to $TMPDIR")
+    srv.add_argument("--viewer", action="store_true",
+                     help="also serve OHIF (make ohif-setup) at /viewer/, configured for this site")
     srv.set_defaults(run=_serve)
 
     val = verbs.add_parser("validate", help="check a site against the DICOMweb standard",

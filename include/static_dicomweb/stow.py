@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import base64
 import hmac
+import io
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from . import keys, multipart
 from .aggregate import aggregate
 from .convert import InstanceWriter, Written
 from .dicomjson import JsonDict, decode, encode
-from .errors import KeyNotFoundError, RejectedInstanceError
+from .errors import ConflictError, KeyNotFoundError, RejectedInstanceError
 from .profiles import Profile, get_profile
 from .reader import UNREADABLE, read_instance
 from .store import Store
@@ -61,7 +62,24 @@ def _item(sop_class: str, sop: str) -> JsonDict:
     return {"00081150": {"vr": "UI", "Value": [sop_class]}, "00081155": {"vr": "UI", "Value": [sop]}}
 
 
-def ingest(store: Store, body: bytes, content_type: str,
+def unsupported(content_type: str) -> tuple[int, JsonDict] | None:
+    """The 415 answer for a request whose Content-Type is not a STOW-RS body, else None.
+
+    Decided from the headers alone, so a server refuses before reading the body.
+    """
+    media, _, params = content_type.partition(";")
+    if media.strip().lower() != "multipart/related" or not any(
+            name.strip().lower() == "type" and value.strip().strip("\"'").lower() == "application/dicom"
+            for name, _, value in (p.partition("=") for p in params.split(";"))):
+        return 415, _error('expected multipart/related; type="application/dicom"')
+    return None
+
+
+def _error(message: str) -> JsonDict:
+    return {"error": {"vr": "LT", "Value": [message]}}
+
+
+def ingest(store: Store, body: bytes | BinaryIO, content_type: str,
            study: str | None = None) -> tuple[int, JsonDict]:
     """Store the Part 10 instances of a STOW-RS request body.
 
@@ -69,8 +87,11 @@ def ingest(store: Store, body: bytes, content_type: str,
     ----------
     store
         The site.
-    body, content_type
-        The request body and its ``multipart/related; type="application/dicom"`` type.
+    body
+        The request body: bytes, or a seekable binary file holding it (``serve``
+        spools large bodies to disk; one part at a time is read into memory).
+    content_type
+        The body's ``multipart/related; type="application/dicom"`` type.
     study
         The Study Instance UID of ``POST studies/{study}``; parts of other studies fail.
 
@@ -79,33 +100,52 @@ def ingest(store: Store, body: bytes, content_type: str,
     tuple
         The HTTP status (200 all stored, 202 some failed, 409 none stored, 400/415
         a body that is not a STOW-RS request) and the response (DICOM JSON).
+        Each failed part is in the FailedSOPSequence with its PS3.18 reason:
+        0xA900 for a part of another study than the URL's, 0x0110 for an SOP
+        Instance UID that the site holds with other content (a
+        :class:`~static_dicomweb.errors.ConflictError`), 0xC000 for a part
+        that is not an instance the site can take.
     """
-    if 'type="application/dicom"' not in content_type.replace("'", '"') and \
-            "type=application/dicom" not in content_type:
-        return 415, {"error": {"vr": "LT", "Value": ["expected multipart/related; "
-                                                     'type="application/dicom"']}}
+    refused = unsupported(content_type)
+    if refused:
+        return refused
+    fh = io.BytesIO(body) if isinstance(body, (bytes, bytearray, memoryview)) else body
     try:
-        parts = multipart.split(body, content_type)
+        parts = multipart.locate(fh, content_type)
     except ValueError as exc:
-        return 400, {"error": {"vr": "LT", "Value": [f"not a multipart body: {exc}"]}}
+        return 400, _error(f"not a multipart body: {exc}")
+    if not parts:
+        return 400, _error("the multipart body holds no part (no instance to store)")
     writer = InstanceWriter(store, site_profile(store))
     stored: list[tuple[Written, str]] = []
     failed: list[JsonDict] = []
-    for number, (_, data) in enumerate(parts, start=1):
+    for number, part in enumerate(parts, start=1):
         name = f"<STOW-RS part {number}>"
+        data = part.read(fh)
+        reason = None
         try:
             inst = read_instance(name, data)
-            if study and inst.study != study:
-                raise RejectedInstanceError(name, f"StudyInstanceUID {inst.study} is not {study}")
-            stored.append((writer.write(inst), inst.sop_class))
         except RejectedInstanceError as exc:
             log.warning("STOW-RS: rejected %s: %s", name, exc.reason)
-            reason = (STUDY_MISMATCH if "is not" in exc.reason and study
-                      else PROCESSING_FAILURE if "already in the site" in exc.reason
-                      else CANNOT_UNDERSTAND)
+            reason = CANNOT_UNDERSTAND
+        else:
+            if study and inst.study != study:
+                log.warning("STOW-RS: rejected %s: StudyInstanceUID %s is not %s", name, inst.study, study)
+                reason = STUDY_MISMATCH
+            else:
+                try:
+                    stored.append((writer.write(inst), inst.sop_class))
+                except ConflictError as exc:
+                    log.warning("STOW-RS: rejected %s: %s", name, exc.reason)
+                    reason = PROCESSING_FAILURE
+                except RejectedInstanceError as exc:
+                    log.warning("STOW-RS: rejected %s: %s", name, exc.reason)
+                    reason = CANNOT_UNDERSTAND
+        if reason is not None:
             item = _failed_item(data)
             item["00081197"] = {"vr": "US", "Value": [reason]}
             failed.append(item)
+        del data  # one part in memory at a time
     if stored:
         touched = sorted({(w.study, w.series) for w, _ in stored})
         aggregate(store, touched, writer.profile, known={w.sop: (w.metadata, w.row) for w, _ in stored})
