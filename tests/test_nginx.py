@@ -64,7 +64,7 @@ class Nginx:
     """nginx in the foreground on ``site``, from a prefix of its own."""
 
     def __init__(self, binary: str, site: Path, prefix: Path, upstream: str | None = None,
-                 run_as: int | None = None, stdio_logs: bool = False) -> None:
+                 run_as: int | None = None, stdio_logs: bool = False, buffer_stow: bool = False) -> None:
         listener = socket.create_server(("127.0.0.1", 0))
         self.port = listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -72,7 +72,8 @@ class Nginx:
         # as root nginx's workers would run as nobody, who cannot enter pytest's 0700 folders
         user = "root" if os.geteuid() == 0 and run_as is None else None
         conf = write(NginxOptions(site=str(site), listen=f"127.0.0.1:{self.port}", upstream=upstream,
-                                  user=user, workers="1", stdio_logs=stdio_logs), prefix)
+                                  user=user, workers="1", stdio_logs=stdio_logs, buffer_stow=buffer_stow),
+                     prefix)
         self.log = (prefix / "stderr.log").open("wb")
         fd = listener.fileno()
         self.proc = subprocess.Popen([binary, "-p", str(prefix), "-c", str(conf)], pass_fds=(fd,),
@@ -183,13 +184,13 @@ def test_stdio_logs(nginx_binary: str, site_dir: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "prefix" / "error.log").exists()
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_stow_bodies_buffered_or_streamed(nginx_binary: str, site_dir: Path, tmp_path: Path,
-                                          stream: bool) -> None:
+@pytest.mark.parametrize("buffer", [False, True])
+def test_stow_bodies_streamed_or_buffered(nginx_binary: str, site_dir: Path, tmp_path: Path,
+                                          buffer: bool) -> None:
     options = NginxOptions(site=str(site_dir), listen="127.0.0.1:8080", upstream="http://127.0.0.1:8081",
-                           stream_stow=stream)
+                           buffer_stow=buffer)
     conf = write(options, tmp_path)
-    assert f"proxy_request_buffering {'off' if stream else 'on'};" in conf.read_text()
+    assert f"proxy_request_buffering {'on' if buffer else 'off'};" in conf.read_text()
     out = subprocess.run([nginx_binary, "-t", "-p", str(tmp_path), "-c", str(conf)],
                          capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr
@@ -428,7 +429,22 @@ def test_a_series_converted_later_is_served_without_a_reload(served: tuple[Nginx
 def test_stow_through_nginx_lands(served: tuple[Nginx, str, Path], tmp_path: Path,
                                   caplog: pytest.LogCaptureFixture) -> None:
     nginx, _, _ = served
-    files = _new_series(tmp_path / "in", seed=42, rows=256)
+    _stow_lands(nginx, tmp_path, caplog, seed=42)
+
+
+def test_stow_buffered_through_nginx_lands(nginx_binary: str, served: tuple[Nginx, str, Path],
+                                           tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    _, serve_url, site = served
+    nginx = Nginx(nginx_binary, site, tmp_path / "prefix", upstream=serve_url, buffer_stow=True)
+    try:
+        _stow_lands(nginx, tmp_path, caplog, seed=43)
+    finally:
+        nginx.stop()
+
+
+def _stow_lands(nginx: Nginx, tmp_path: Path, caplog: pytest.LogCaptureFixture, seed: int) -> None:
+    """dicomweb-client's STOW-RS of a new series through nginx (chunked: over 1 MB), read back."""
+    files = _new_series(tmp_path / "in", seed=seed, rows=256)
     datasets = [pydicom.dcmread(p) for p in files]
     series = datasets[0].SeriesInstanceUID
     datasets = [ds for ds in datasets if ds.SeriesInstanceUID == series]

@@ -127,7 +127,7 @@ def _nginx_config(args: argparse.Namespace) -> int:
 
     options = NginxOptions(site=args.site, listen=args.listen, upstream=args.upstream, user=args.user,
                            workers=args.worker_processes, njs_module=args.njs_module,
-                           stream_stow=args.stream_stow, stdio_logs=args.stdio_logs)
+                           buffer_stow=args.buffer_stow, stdio_logs=args.stdio_logs)
     if args.out is None:
         sys.stdout.write(config(options))
         return EXIT_OK
@@ -249,9 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     ngx.add_argument("--stdio-logs", action="store_true",
                      help="error log on standard error, access log on standard output (a container's "
                           "logs); default: error.log and access.log in nginx's prefix")
-    ngx.add_argument("--stream-stow", action="store_true",
-                     help="pass STOW-RS bodies on as they arrive, chunked ones chunked (the upstream "
-                          "must read chunked bodies); default: nginx takes each body whole first")
+    ngx.add_argument("--buffer-stow", action="store_true",
+                     help="take each STOW-RS body whole before handing it on with its length (for an "
+                          "upstream that reads no chunked bodies); default: pass it on as it arrives")
     ngx.set_defaults(run=_nginx_config)
 
     smp = verbs.add_parser("sample", help="write a synthetic CT data set (with a spine)",

@@ -22,9 +22,9 @@ with a few rules, not one per object, so objects written after it started
   ``series`` are routed by the CloudFront Function's own code with the one
   table of :mod:`static_dicomweb.routing`.
 - ``POST studies[/{S}]`` (STOW-RS) goes to the upstream ``serve
-  --stow-token``: nginx takes the body, chunked or not, and hands it on
-  with a Content-Length, which any ``serve`` reads; with ``stream_stow``
-  it passes the body on as it arrives (the upstream must read chunked bodies).
+  --stow-token`` as it arrives, a chunked body chunked over HTTP/1.1; with
+  ``buffer_stow`` nginx takes each body whole first and hands it on with its
+  length (for an upstream that reads no chunked bodies).
 
 Everything nginx writes (pid, logs, request-body and proxy temporary files)
 goes under its prefix, so ``nginx -p DIR -c DIR/nginx.conf`` runs it in the
@@ -64,12 +64,12 @@ _SEGMENT = r"[0-9A-Za-z_-][0-9A-Za-z_.-]*"
 _REFUSED = r"~*^[^?]*(?:%2e|%2f|%5c|%00|\\\\|//|/\.)"
 #: Characters a path or address may not hold in the configuration (quoting, variables, blocks).
 _UNSAFE = re.compile(r"[\"'\\$;{}\s#]")
-#: How the STOW-RS location takes a request body: whole first (default), or streamed on.
-_BUFFER = ("            # nginx takes the whole body (chunked or not, spooled under the prefix) and\n"
-           "            # hands it on with its length: any serve reads that\n"
-           "            proxy_request_buffering on;\n")
-_STREAM = ("            # the body goes on as it arrives, a chunked one chunked: serve must read those\n"
+#: How the STOW-RS location takes a request body: streamed on (default), or whole first.
+_STREAM = ("            # the body goes on as it arrives, a chunked one chunked (serve spools it)\n"
            "            proxy_request_buffering off;\n")
+_BUFFER = ("            # nginx takes the whole body (chunked or not, spooled under the prefix) and\n"
+           "            # hands it on with its length, for an upstream that reads no chunked bodies\n"
+           "            proxy_request_buffering on;\n")
 
 
 class NginxConfigError(StaticDicomwebError):
@@ -100,10 +100,10 @@ class NginxOptions:
     stdio_logs
         The error log on standard error and the access log on standard output
         (a container's logs) rather than ``error.log`` and ``access.log`` in the prefix.
-    stream_stow
-        Pass STOW-RS bodies on as they arrive (a chunked body chunked, over
-        HTTP/1.1) instead of taking each whole first and handing it on with its
-        length: for an upstream that reads chunked bodies.
+    buffer_stow
+        Take each STOW-RS body whole first (spooled under the prefix) and hand
+        it on with its length, instead of passing it on as it arrives (a
+        chunked body chunked): for an upstream that reads no chunked bodies.
     """
 
     site: str
@@ -112,7 +112,7 @@ class NginxOptions:
     user: str | None = None
     workers: str = "auto"
     njs_module: str | None = None
-    stream_stow: bool = False
+    buffer_stow: bool = False
     stdio_logs: bool = False
 
 
@@ -198,7 +198,7 @@ def config(options: NginxOptions) -> str:
                 '            proxy_set_header Connection "";\n'
                 "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
                 "            proxy_set_header X-Forwarded-Proto $scheme;\n"
-                f"{_STREAM if options.stream_stow else _BUFFER}"
+                f"{_BUFFER if options.buffer_stow else _STREAM}"
                 "            proxy_read_timeout 600s;\n"
                 "            proxy_send_timeout 600s;\n"
                 f"{hide}")
