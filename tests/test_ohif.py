@@ -30,15 +30,16 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
-from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import pytest
 
-from static_dicomweb.serve import base_url, make_server, serve_in_thread
+from static_dicomweb.serve import serve_in_thread
 from static_dicomweb.viewer import ENV_DIST, Viewer, ViewerNotInstalled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,45 +162,53 @@ def test_ohif_shows_ct_from_the_site(ct_sample: Path, tmp_path: Path, ohif_serve
     assert result["steps"]["crossOriginIsolated"] is isolation
 
 
+def _wait_for(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Until ``url`` answers 200 (the server is up), or the server has exited."""
+    for _ in range(600):
+        if proc.poll() is not None:
+            raise AssertionError(f"serve exited with {proc.returncode}: {log.read_text()}")
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer: {log.read_text()}")
+
+
 @pytest.fixture
-def site_with_viewer() -> Iterator[object]:
-    """A factory: site folder -> the base URL of one server with the site at / and OHIF at /viewer/."""
-    viewer = Viewer.from_default("/")
-    servers = []
+def serve_viewer(tmp_path: Path) -> Iterator[object]:
+    """A factory: site folder -> the base URL of ``static-dicomweb serve SITE --viewer`` (port 0)."""
+    procs: list[subprocess.Popen[bytes]] = []
 
     def start(site: Path) -> str:
-        server = make_server(str(site), "127.0.0.1", 0)
-        site_handler = server.RequestHandlerClass
-
-        class Handler(site_handler):  # type: ignore[valid-type,misc]
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                path = unquote(urlsplit(self.path).path)
-                if not path.startswith("/viewer/"):
-                    super().do_GET()
-                    return
-                answer = viewer.answer(path[len("/viewer/"):])
-                body, kind = answer or (b"not found", "text/plain")
-                self.send_response(HTTPStatus.OK if answer else HTTPStatus.NOT_FOUND)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        server.RequestHandlerClass = Handler
-        threading.Thread(target=server.serve_forever, daemon=True, name="site+viewer").start()
-        servers.append(server)
-        return base_url(server)
+        log = tmp_path / f"serve-{len(procs)}.log"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "static_dicomweb", "serve", str(site), "--viewer",
+                                     "--host", "127.0.0.1", "--port", "0"], stderr=err)
+        procs.append(proc)
+        match = None
+        for _ in range(600):
+            match = re.search(r" at (http://127\.0\.0\.1:\d+)/", log.read_text())
+            if match or proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert match, f"serve printed no URL: {log.read_text()}"
+        url = match.group(1)
+        _wait_for(f"{url}/viewer/", proc, log)
+        return url
 
     yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    for proc in procs:
+        proc.terminate()
+        proc.wait(60)
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.clients
-def test_serve_viewer_shows_ct(ct_sample: Path, tmp_path: Path, site_with_viewer,  # type: ignore[no-untyped-def]
+def test_serve_viewer_shows_ct(ct_sample: Path, tmp_path: Path, serve_viewer,  # type: ignore[no-untyped-def]
                                capsys: pytest.CaptureFixture[str]) -> None:
     """``serve --viewer``: OHIF at /viewer/ of the site's own server lists the study and draws its pixels.
 
@@ -207,7 +216,7 @@ def test_serve_viewer_shows_ct(ct_sample: Path, tmp_path: Path, site_with_viewer
     site's objects at /) succeeds; the viewport's canvas holds an image, not one value.
     """
     site = _site(ct_sample, tmp_path / "site", "default")
-    url = site_with_viewer(site)
+    url = serve_viewer(site)
     result, keep, report = _viewer_test(f"{url}/viewer/", url, tmp_path / "out", "serve-viewer", capsys)
     _check_ct_study(result, keep, report)
     canvas = result["steps"]["viewport"]["canvas"]
@@ -317,6 +326,15 @@ def test_viewer_not_installed_says_what_to_run(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv(ENV_DIST, str(tmp_path / "other"))
     with pytest.raises(ViewerNotInstalled, match=r"index.html: not an OHIF v3 build"):
         Viewer.from_default()
+
+
+def test_serve_viewer_without_the_build_says_what_to_run(site_dir: Path, tmp_path: Path) -> None:
+    run = subprocess.run([sys.executable, "-m", "static_dicomweb", "serve", str(site_dir), "--viewer",
+                          "--host", "127.0.0.1", "--port", "0"],
+                         env={**os.environ, ENV_DIST: str(tmp_path / "none")},
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 3, run.stderr
+    assert "make ohif-setup" in run.stderr and str(tmp_path / "none") in run.stderr, run.stderr
 
 
 def test_viewer_from_the_environment(dist: Path, monkeypatch: pytest.MonkeyPatch) -> None:
