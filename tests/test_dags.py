@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -13,6 +14,7 @@ import pytest
 
 from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.store import LocalStore
+from static_dicomweb_airflow.params import SiteParams, airflow_params
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -20,7 +22,7 @@ AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 @pytest.fixture(scope="module")
 def dagbag():  # type: ignore[no-untyped-def]
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(ROOT / "dags"))
 
@@ -41,6 +43,28 @@ def test_dicomweb_site_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
     assert type(dag.timetable).__name__ == "CronDataIntervalTimetable" and not dag.catchup
     (outlet,) = dag.get_task("publish").outlets
     assert outlet.name == "dicomweb_site"
+
+
+def test_every_dag_and_every_param_has_a_description(dagbag) -> None:  # type: ignore[no-untyped-def]
+    assert dagbag.import_errors == {}
+    assert len(dagbag.dags) == 4
+    for dag_id, dag in dagbag.dags.items():
+        assert dag.description, dag_id
+        missing = [name for name in dag.params if not dag.params.get_param(name).description]
+        assert missing == [], f"{dag_id}: {missing}"
+
+
+def test_site_params_write_each_default_once(dagbag) -> None:  # type: ignore[no-untyped-def]
+    dag = dagbag.dags["dicomweb_site"]
+    fields = {f.name for f in dataclasses.fields(SiteParams)}
+    assert set(dag.params) == fields == set(airflow_params())
+    defaults = SiteParams()
+    for name in fields:
+        assert dag.params[name] == getattr(defaults, name), name
+    run = SiteParams.of({"source": "s3://b/in", "limit": 3, "unknown": 1})
+    assert (run.source, run.limit, run.batch_size) == ("s3://b/in", 3, 50)
+    # list defaults are not shared between runs
+    assert SiteParams().series_uids is not SiteParams().series_uids
 
 
 def test_spine_training_shape(dagbag) -> None:  # type: ignore[no-untyped-def]
