@@ -11,10 +11,9 @@ PORT ?= 8080
 # plugins, no examples, OpenLineage into demo/openlineage.jsonl, the api-server on 127.0.0.1),
 # so plain `AIRFLOW_HOME=.airflow airflow ...` commands agree with these targets
 AIRFLOW_PORT ?= 8090
-AIRFLOW_CFG := .airflow/airflow.cfg
 AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow $(BIN)/airflow
 
-.PHONY: help venv airflow demo test unit lint typecheck bench bench-aggregate serve view constraints clean \
+.PHONY: help venv airflow airflow-cfg demo test unit lint typecheck bench bench-aggregate serve view constraints clean \
 	ohif-setup monailabel-setup nginx-setup test-clients e2e-annotation
 
 help:
@@ -37,18 +36,19 @@ $(STAMP): requirements.txt requirements-dev.txt constraints-airflow.txt pyprojec
 
 venv: $(STAMP)
 
-$(AIRFLOW_CFG): include/static_dicomweb_airflow/airflow.cfg.in | $(STAMP)
+# rewritten every time (its secrets and the password are kept): an older .airflow/airflow.cfg,
+# e.g. Airflow's own defaults, does not survive
+airflow-cfg: $(STAMP)
 	$(BIN)/python -m static_dicomweb_airflow.home --home $(CURDIR)/.airflow --port $(AIRFLOW_PORT) > /dev/null
 
 # api-server, scheduler, dag-processor and triggerer (LocalExecutor, SQLite) until Ctrl-C
-airflow: $(STAMP)
-	$(BIN)/python -m static_dicomweb_airflow.home --home $(CURDIR)/.airflow --port $(AIRFLOW_PORT) > /dev/null
+airflow: airflow-cfg
 	$(AIRFLOW) db migrate > .airflow/db.log 2>&1 || { tail -20 .airflow/db.log; exit 1; }
 	AIRFLOW_HOME=$(CURDIR)/.airflow $(BIN)/python -m static_dicomweb_airflow.pools
 	mkdir -p $(DEMO)
 	AIRFLOW_HOME=$(CURDIR)/.airflow $(BIN)/python -m static_dicomweb_airflow.local
 
-demo: $(STAMP) $(AIRFLOW_CFG)
+demo: $(STAMP) airflow-cfg
 	$(BIN)/static-dicomweb sample $(DEMO)/input
 	$(AIRFLOW) db migrate > $(DEMO)/airflow-db.log 2>&1 || { tail -20 $(DEMO)/airflow-db.log; exit 1; }
 	AIRFLOW_HOME=$(CURDIR)/.airflow $(BIN)/python -m static_dicomweb_airflow.pools
