@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,11 +75,12 @@ def test_batch_conversion_and_aggregation_report_progress(tmp_path: Path,
 
 def test_cli_without_a_terminal_prints_progress_lines(tmp_path: Path) -> None:
     generate_sample(tmp_path / "in", SampleSpec(patients=1, slices=4, rows=32, columns=32))
-    code = ("import sys, static_dicomweb.progress as p; p.INTERVAL_S = 0.0; "
-            "from static_dicomweb.cli import main; sys.exit(main(sys.argv[1:]))")
-    run = subprocess.run([sys.executable, "-c", code, "convert", str(tmp_path / "in"), "--out",
-                          str(tmp_path / "site")], capture_output=True, text=True, check=True)
+    cli = str(Path(sys.executable).with_name("static-dicomweb"))
+    env = {**os.environ, "STATIC_DICOMWEB_PROGRESS_S": "0"}  # a line per file, not per 10 s
+    run = subprocess.run([cli, "convert", str(tmp_path / "in"), "--out", str(tmp_path / "site")],
+                         env=env, capture_output=True, text=True, check=True)
     assert "INFO static_dicomweb.progress: convert: 12/12 instances (100%), 5 series" in run.stderr
-    quiet = subprocess.run([sys.executable, "-c", code, "-q", "convert", str(tmp_path / "in"),
-                            "--out", str(tmp_path / "q")], capture_output=True, text=True, check=True)
+    assert "INFO static_dicomweb.progress: aggregate: series: 5/5 series (100%)" in run.stderr
+    quiet = subprocess.run([cli, "-q", "convert", str(tmp_path / "in"), "--out", str(tmp_path / "q")],
+                           env=env, capture_output=True, text=True, check=True)
     assert "progress" not in quiet.stderr

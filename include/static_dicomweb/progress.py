@@ -13,6 +13,7 @@ The lines go to the ``static_dicomweb.progress`` logger at INFO (the CLI shows i
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -20,8 +21,8 @@ from typing import Any, TypeVar
 
 log = logging.getLogger("static_dicomweb.progress")
 
-#: seconds between two progress lines
-INTERVAL_S = 10.0
+#: seconds between two progress lines (the environment's ``STATIC_DICOMWEB_PROGRESS_S``, else 10)
+INTERVAL_S = float(os.environ.get("STATIC_DICOMWEB_PROGRESS_S") or 10.0)
 
 _T = TypeVar("_T")
 
