@@ -42,8 +42,7 @@ def test_a_line_every_interval_with_counts_rate_and_eta(caplog: pytest.LogCaptur
     assert caplog.messages == [
         "convert: 5/10 instances (50%), 3 series, 25.0 MB, 2.5 MB/s, ETA 10s",
         "convert: 10/10 instances (100%), 3 series, 50.0 MB, 1.7 MB/s, in 30s",
-        "convert: 10/10 instances (100%), 3 series, 50.0 MB, 1.7 MB/s, in 30s",
-    ]
+    ]  # the final count once: close() does not repeat it
 
 
 def test_a_short_step_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:

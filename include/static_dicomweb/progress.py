@@ -61,6 +61,7 @@ class Progress:
         self.what, self.total, self.unit, self.clock = what, total, unit, clock
         self.interval = INTERVAL_S if interval is None else interval
         self.done = 0
+        self.logged = 0  # ``done`` when the last line was logged
         self.nbytes = 0
         self.series: set[Any] = set()
         self.started = self.last = clock()
@@ -81,7 +82,7 @@ class Progress:
             return
         now = self.clock()
         if now - self.last >= self.interval:
-            self.last = now
+            self.last, self.logged = now, self.done
             log.info("%s", self.line(now))
 
     def line(self, now: float | None = None) -> str:
@@ -102,12 +103,12 @@ class Progress:
         return ", ".join(parts)
 
     def close(self) -> None:
-        """End the bar, or log the last line (when the step logged at least one or took long)."""
+        """End the bar, or log the final count (for a step that took an interval or more)."""
         if self._bar is not None:
             self._bar.close()
             return
         now = self.clock()
-        if now - self.started >= self.interval:
+        if now - self.started >= self.interval and self.logged != self.done:
             log.info("%s", self.line(now))
 
 
