@@ -10,9 +10,12 @@ twice: as configured (njs derives every object's headers from its first
 bytes) and with the njs header filter taken out (what static serving costs
 without it; the headers are then wrong, so this is a bound, not an
 option).  Clients and servers share the machine's cores: the figures
-compare servers run the same way, in the same run.
+compare servers run the same way, in the same run.  With ``--rounds N`` every
+figure is measured N times, the servers taking turns within each round (so a
+change in the machine's load hits all of them), and the best is reported
+with the range.
 
-    .venv/bin/python bench/bench_nginx.py --seconds 5 --json .bench/nginx.json
+    .venv/bin/python bench/bench_nginx.py --seconds 5 --rounds 3 --json .bench/nginx.json
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ def main() -> None:
     parser.add_argument("--site", type=Path, help="a converted site (default: a new synthetic series)")
     parser.add_argument("--slices", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=1, help="measurements of each figure (best kept)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     measure = wrk if shutil.which("wrk") else python_clients
@@ -141,28 +145,31 @@ def main() -> None:
         servers = {"serve": start_serve(site),
                    "nginx": start_nginx(site, work / "nginx", njs_headers=True),
                    "nginx, no njs": start_nginx(site, work / "nginx-plain", njs_headers=False)}
-        results: dict[str, dict[str, float]] = {}
+        rates: dict[str, dict[str, list[float]]] = {}
         try:
-            for what, path in paths.items():
-                for connections in (1, 8):
-                    for name, (_, url) in servers.items():
-                        rate = measure(url + path, connections, args.seconds)
-                        results.setdefault(f"{what} c={connections}", {})[name] = rate
-                        print(f"{what:16} c={connections} {name:14} {rate:10,.0f} req/s", flush=True)
+            for _ in range(args.rounds):
+                for what, path in paths.items():
+                    for connections in (1, 8):
+                        for name, (_, url) in servers.items():
+                            rate = measure(url + path, connections, args.seconds)
+                            rates.setdefault(f"{what} c={connections}", {}).setdefault(name, []).append(rate)
+                            print(f"{what:16} c={connections} {name:14} {rate:10,.0f} req/s", flush=True)
         finally:
             for proc, _ in servers.values():
                 proc.terminate()
                 proc.wait(timeout=60)
     print(f"\nclient: {'wrk' if measure is wrk else 'Python processes, one keep-alive connection each'}; "
-          f"{os.cpu_count()} cores; {args.seconds:g} s per figure")
+          f"{os.cpu_count()} cores; {args.seconds:g} s per figure; best of {args.rounds} (range)")
     print("| request | " + " | ".join(servers) + " |")
     print("|---|" + "---|" * len(servers))
-    for row, figures in results.items():
-        print(f"| {row} | " + " | ".join(f"{figures[name]:,.0f}" for name in servers) + " |")
+    for row, figures in rates.items():
+        cells = [f"{max(figures[name]):,.0f}" + (f" ({min(figures[name]):,.0f}–{max(figures[name]):,.0f})"
+                                                   if args.rounds > 1 else "") for name in servers]
+        print(f"| {row} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"client": measure.__name__, "seconds": args.seconds,
-                                         "results": results}, indent=1))
+                                         "rounds": args.rounds, "rates": rates}, indent=1))
 
 
 if __name__ == "__main__":
