@@ -6,7 +6,10 @@ plugin exists), which loads the file with its anchors, merge keys and variable d
 every service against the Compose schema.  The rest reads the file with PyYAML (which resolves the
 same anchors and merge keys) and checks what the deployment relies on: CeleryExecutor, the image
 built from ./Dockerfile, ports on 127.0.0.1 only, MinIO's bucket made after MinIO, MONAI Label in
-its own image.
+its own image, and the connections: the DAG's connection, the `dicomweb` front on the bucket with
+OHIF, MONAI Label and the runs' viewer link on that front, the nginx profile on the DAG's folder
+site; and that docs/deploy-airflow.md says what the file does.  tests/test_stack.py runs the
+services' commands as local processes.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ PARSER_CANNOT_BE_INSTALLED = 77  # compose-check.sh's exit status for "skip"
 
 AIRFLOW_SERVICES = ("airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                     "airflow-worker", "airflow-triggerer")
-SERVICES = (*AIRFLOW_SERVICES, "postgres", "redis", "minio", "minio-init", "dicomweb", "monailabel")
+SERVICES = (*AIRFLOW_SERVICES, "postgres", "redis", "minio", "minio-init", "dicomweb", "monailabel",
+            "dicomweb-nginx", "dicomweb-folder")
+DOCS = ROOT / "docs" / "deploy-airflow.md"
+SITE = "s3://dicomweb/site"  # what the DAG writes in the stack and `dicomweb` serves
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
 
@@ -88,7 +94,7 @@ def test_every_published_port_is_bound_to_localhost(services: dict[str, Any]) ->
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port!r} beyond 127.0.0.1"
     # the ones a user opens: Airflow, MinIO's API and console, the site, MONAI Label
     for port in ("127.0.0.1:8080:8080", "127.0.0.1:9000:9000", "127.0.0.1:9001:9001",
-                 "127.0.0.1:8042:8042", "127.0.0.1:8000:8000"):
+                 "127.0.0.1:8042:8042", "127.0.0.1:8000:8000", "127.0.0.1:8043:8043"):
         assert port in published
 
 
@@ -125,7 +131,7 @@ def test_aws_default_points_at_minio(services: dict[str, Any]) -> None:
 def test_airflow_and_the_site_server_use_the_image_built_from_the_dockerfile(
         services: dict[str, Any]) -> None:
     images = set()
-    for name in (*AIRFLOW_SERVICES, "dicomweb"):
+    for name in (*AIRFLOW_SERVICES, "dicomweb", "dicomweb-nginx", "dicomweb-folder"):
         build = services[name]["build"]
         assert build["context"] == "." and build.get("dockerfile", "Dockerfile") == "Dockerfile", name
         images.add(services[name]["image"])
@@ -178,3 +184,88 @@ def test_monai_label_has_its_own_image(services: dict[str, Any]) -> None:
     assert confs["use_pretrained_model"] == "false" and confs["sam2"] == "false"
     assert confs["models"] == "spine_cpu"
     assert service["depends_on"]["dicomweb"]["condition"] == "service_healthy"
+
+
+def command(service: dict[str, Any]) -> list[str]:
+    return [interpolate(str(part)) for part in service["command"]]
+
+
+def test_dicomweb_is_the_routing_front_on_the_dags_bucket_with_ohif(services: dict[str, Any]) -> None:
+    service = services["dicomweb"]
+    args = command(service)
+    assert args[:3] == ["static-dicomweb", "serve", SITE], args
+    assert args[args.index("--endpoint-url") + 1] == "http://minio:9000"
+    assert args[args.index("--port") + 1] == "8042" and args[args.index("--host") + 1] == "0.0.0.0"
+    assert "--viewer" in args
+    env = env_of(service)
+    minio = env_of(services["minio"])
+    # MinIO's keys: it reads the site and, for STOW, writes it
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (
+        minio["MINIO_ROOT_USER"], minio["MINIO_ROOT_PASSWORD"])
+    assert "STATIC_DICOMWEB_STOW_TOKEN" in env  # ${STOW_TOKEN}: empty means read-only
+    assert SITE.split("/")[2] == env_of(services["minio-init"])["MINIO_BUCKET"]
+    # serve checks the bucket when it starts: after minio-init made it
+    assert service["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    # the health check asks what MONAI Label asks, which an empty site answers too ([])
+    assert "http://localhost:8042/series?Modality=CT" in service["healthcheck"]["test"][-1]
+
+
+def test_the_image_holds_ohifs_build_where_serve_viewer_looks() -> None:
+    from static_dicomweb.viewer import ENV_DIST
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stage = re.search(r"^FROM (\S+) AS ohif$(.*?)^FROM ", dockerfile, re.M | re.S)
+    assert stage, "no OHIF build stage"
+    assert "RUN bash setup.sh --build-only" in stage.group(2)
+    copied = re.search(r"^COPY (.*) \./$", stage.group(2), re.M)
+    assert copied
+    for name in copied.group(1).split():  # the files setup.sh --build-only reads
+        assert (ROOT / name).is_file(), name
+    dist = re.search(r"^COPY --from=ohif /ohif/ohif-dist (\S+)$", dockerfile, re.M)
+    assert dist
+    assert re.search(rf"\b{ENV_DIST}={re.escape(dist.group(1))}\b", dockerfile)
+
+
+def test_the_runs_viewer_link_opens_ohif_of_the_front(services: dict[str, Any]) -> None:
+    from static_dicomweb_airflow.links import SITE_URL_VARIABLE
+
+    published = next(p for p in services["dicomweb"]["ports"] if p.endswith(":8042"))
+    host, port = published.split(":")[:2]
+    for name in AIRFLOW_SERVICES:
+        env = env_of(services[name])
+        # Airflow reads the Variable from AIRFLOW_VAR_<NAME>; a browser follows the link
+        assert env[f"AIRFLOW_VAR_{SITE_URL_VARIABLE.upper()}"] == f"http://{host}:{port}", name
+
+
+def test_the_nginx_profile_serves_the_dags_folder_site(services: dict[str, Any]) -> None:
+    nginx, folder = services["dicomweb-nginx"], services["dicomweb-folder"]
+    assert nginx["profiles"] == ["nginx"] and folder["profiles"] == ["nginx"]
+    script = command(nginx)[-1]
+    assert "static-dicomweb nginx-config /data/site --listen 0.0.0.0:8043" in script
+    upstream = re.search(r"--upstream http://([\w-]+):(\d+)", script)
+    assert upstream and upstream.group(1) == "dicomweb-folder"
+    args = command(folder)
+    assert args[:3] == ["static-dicomweb", "serve", "/data/site"]
+    assert args[args.index("--port") + 1] == upstream.group(2)
+    assert "STATIC_DICOMWEB_STOW_TOKEN" in env_of(folder)
+    # the same volume as the DAG's default destination (/data/site in the Airflow services)
+    dag_site = next(v for v in services["airflow-worker"]["volumes"] if v.endswith(":/data/site"))
+    volume = dag_site.split(":")[0]
+    assert f"{volume}:/data/site:ro" in nginx["volumes"] and f"{volume}:/data/site" in folder["volumes"]
+    assert re.search(r"^ +&& apt-get install .*\bnginx libnginx-mod-http-js\b",
+                     (ROOT / "Dockerfile").read_text(), re.M)
+
+
+def test_the_deploy_docs_say_what_the_file_does(services: dict[str, Any]) -> None:
+    docs = DOCS.read_text()
+    command = [interpolate(str(part)) for part in services["monailabel"]["command"]]
+    model = command[command.index("models") + 1]
+    assert f"model `{model}`" in docs or f"model {model}" in docs
+    for other in ("localization_spine", "segmentation_spine"):
+        assert f"model `{other}`" not in docs, other
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert f"http://127.0.0.1:{port.split(':')[1]}" in docs, (name, port)
+    # the trigger the docs give writes where `dicomweb` reads
+    assert f'"destination": "{SITE}"' in docs
+    assert "http://127.0.0.1:8042/viewer/" in docs
