@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -46,9 +47,9 @@ class Airflow:
     """A running local Airflow and what the fixture made for it."""
 
     def __init__(self, home: Path, base: str, env: dict[str, str], tmp: Path, site_url: str,
-                 run_id: str, events: list[dict[str, Any]]) -> None:
+                 run_id: str, events: list[dict[str, Any]], run_log: str) -> None:
         self.home, self.base, self.env, self.tmp = home, base, env, tmp
-        self.site_url, self.run_id, self.events = site_url, run_id, events
+        self.site_url, self.run_id, self.events, self.run_log = site_url, run_id, events, run_log
         self.token = ""
 
     def get(self, path: str, *, auth: bool = True) -> Any:
@@ -82,6 +83,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
            # the scheduler's and triggerer's log servers listen on fixed ports by default
            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+           "STATIC_DICOMWEB_PROGRESS_S": "0",  # a progress line per item, not per 10 s
            "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
                {"type": "file", "log_file_path": str(tmp / "ol.jsonl"), "append": True})}
     for name in [k for k in env if k.startswith("AIRFLOW__") and k.split("__")[1] == "CORE"]:
@@ -109,7 +111,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
                                 stdout=sink, stderr=subprocess.STDOUT, cwd=tmp)
     try:
         _wait_healthy(base, proc, out)
-        running = Airflow(home, base, env, tmp, site_url, run_id, events)
+        running = Airflow(home, base, env, tmp, site_url, run_id, events, log)
         password = json.loads((home / "passwords.json").read_text())["admin"]
         request = urllib.request.Request(base + "/auth/token", method="POST",
                                          data=json.dumps({"username": "admin",
@@ -211,7 +213,19 @@ def test_lineage_lists_each_tasks_own_inputs_and_outputs(airflow: Airflow) -> No
     assert names("validate", "outputs") == set()
     assert names("publish", "inputs") == set()
     assert names("publish", "outputs") == {("static-dicomweb://site", "dicomweb_site")}
+    assert [e["eventType"] for e in airflow.events if e["job"]["name"] == "dicomweb_site"] == [
+        "COMPLETE"]  # the DAG run's own event
     for task in ("discover", "download", "convert", "aggregate", "validate", "publish"):
         starts = [e for e in airflow.events if e["job"]["name"] == f"dicomweb_site.{task}"
                   and e["eventType"] == "START"]
         assert starts and all(not e["inputs"] and not e["outputs"] for e in starts), task
+
+
+def test_progress_lines_in_the_task_logs(airflow: Airflow) -> None:
+    lines = [line for line in airflow.run_log.splitlines() if "static_dicomweb.progress" in line]
+    done = [re.search(r"convert: (\d+)/\1 instances \(100%\), (\d) series, .* MB/s, ", line)
+            for line in lines]
+    # three convert tasks (batches of 2, 2 and 1 series) each end with a line of its own
+    assert sum(int(m.group(1)) for m in done if m) == 12, airflow.run_log[-3000:]
+    assert sorted(int(m.group(2)) for m in done if m) == [1, 2, 2]
+    assert any("aggregate: series: 5/5 series (100%)" in line for line in lines)
