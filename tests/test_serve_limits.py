@@ -8,6 +8,7 @@ test.  Clients are raw sockets, so that requests go out exactly as written.
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import resource
 import shutil
@@ -19,10 +20,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydicom
 import pytest
 import requests
+from pydicom.uid import generate_uid
 
 from static_dicomweb.serve import Limits, serve_in_thread
+
+from .conftest import sample_files
 
 pytestmark = pytest.mark.integration
 TOKEN = "s3cret-token"
@@ -271,6 +276,7 @@ def _zeros(total: int, chunk: int = 1 << 20) -> Iterator[bytes]:
 @pytest.mark.slow
 def test_200_mb_without_credentials_gets_401_without_the_server_growing(served: Process) -> None:
     size = 200 << 20
+    assert requests.post(f"{served.url}/studies", data=b"x", timeout=30).status_code == 401  # warm
     served.reset_peak()
     before = served.status("VmRSS")
     # Content-Length, sent whole before the answer is read (as requests and urllib3 do)
@@ -319,3 +325,33 @@ def test_a_body_over_the_limit_gets_413(limited: tuple[str, int]) -> None:
     chunked = requests.post(url, data=_zeros(4 << 20, 64 << 10), headers=headers, timeout=60)
     assert chunked.status_code == 413
     assert "max-body" in chunked.text
+
+
+@pytest.mark.slow
+def test_a_250_mb_stow_is_spooled_to_disk_not_held_in_memory(served: Process, sample_dir: Path) -> None:
+    """200 parts of 1.25 MB that are not DICOM, then one instance: chunked, as dicomweb-client sends."""
+    ds = pydicom.dcmread(sample_files(sample_dir)[0])
+    ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    head = b"--x\r\nContent-Type: application/dicom\r\n\r\n"
+    junk = b"not DICOM " * (1 << 17)  # 1.25 MB
+
+    def body() -> Iterator[bytes]:
+        for _ in range(200):
+            yield head + junk + b"\r\n"
+        yield head + buf.getvalue() + b"\r\n--x--\r\n"
+
+    served.reset_peak()
+    before = served.status("VmRSS")
+    response = requests.post(f"{served.url}/studies", data=body(), timeout=600, headers={
+        "Content-Type": STOW_TYPE, "Authorization": f"Bearer {TOKEN}"})
+    grown = served.status("VmHWM") - before
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert len(answer["00081198"]["Value"]) == 200
+    assert answer["00081199"]["Value"][0]["00081155"]["Value"] == [ds.SOPInstanceUID]
+    found = requests.get(f"{served.url}/series?SeriesInstanceUID={ds.SeriesInstanceUID}", timeout=30)
+    assert [row["0020000E"]["Value"][0] for row in found.json()] == [ds.SeriesInstanceUID]
+    assert grown < 40_000, f"serve's peak memory grew by {grown} kB for a 250 MB STOW-RS body"

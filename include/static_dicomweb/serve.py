@@ -141,6 +141,8 @@ class SiteApp:
         self._reads = ThreadPoolExecutor(32, thread_name_prefix="serve-read")
         # ingests wait on the site's lock for aggregation; more threads would only wait longer
         self._ingests = ThreadPoolExecutor(4, thread_name_prefix="serve-stow")
+        if stow_token is not None:  # the converter's imports, now rather than in the first STOW-RS
+            from . import stow  # noqa: F401
 
     def close(self) -> None:
         """Stop the thread pools (running ingests finish first)."""
