@@ -18,7 +18,8 @@ file downloaded from TCIA carries:
 - sequences (ReferencedImageSequence, SourceImageSequence,
   ProcedureCodeSequence, RequestAttributesSequence,
   CTDIPhantomTypeCodeSequence and a private sequence with a nested one),
-  written with undefined lengths and items, as CTP (dcm4che) writes them;
+  written with undefined lengths and items, as CTP (dcm4che) writes them
+  (``--defined-lengths``: as pydicom writes them by default);
 - UTF-8 text (SpecificCharacterSet ``ISO_IR 192``; names, institution and
   descriptions with non-ASCII letters).
 
@@ -88,9 +89,8 @@ def _value_bytes(vr: str, value: object) -> bytes:
     if vr in _STRUCT:
         values = value if isinstance(value, list | tuple) else [value]
         return struct.pack(f"<{len(values)}{_STRUCT[vr]}", *values)
-    if vr == "OB":
-        data = bytes(value)  # type: ignore[call-overload]
-        return data + b"\0" * (len(data) % 2)
+    if isinstance(value, bytes):  # OB
+        return value + b"\0" * (len(value) % 2)
     text = "\\".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     data = text.encode("utf-8")
     return data + (b"\0" if vr == "UI" else b" ") * (len(data) % 2)
@@ -164,13 +164,16 @@ class Phantom:
 
 
 def _pixels(hu: np.ndarray, signed: bool) -> np.ndarray:
+    stored: np.ndarray
     if signed:  # GE: stored = HU, padding -2000 outside the field of view
-        return np.rint(hu).astype("<i2")
-    # 12 bits, intercept -1024; the padding outside the field of view is 0
-    return np.clip(np.rint(hu + 1024), 0, 4095).astype("<u2")
+        stored = np.rint(hu).astype("<i2")
+    else:  # 12 bits, intercept -1024; the padding outside the field of view is 0
+        stored = np.clip(np.rint(hu + 1024), 0, 4095).astype("<u2")
+    return stored
 
 
-def _slice(plan: SeriesPlan, index: int, seed: int, hu: np.ndarray) -> Dataset:
+def _slice(plan: SeriesPlan, index: int, seed: int, hu: np.ndarray, *,
+           undefined_lengths: bool = True) -> Dataset:
     """The data set of slice ``index`` (1-based InstanceNumber ``index + 1``) of ``plan``."""
     s, n = plan.index, plan.slices
     study_uid = _uid(seed, "study", plan.study)
@@ -347,7 +350,8 @@ def _slice(plan: SeriesPlan, index: int, seed: int, hu: np.ndarray) -> Dataset:
     outer.add(DataElement(0x00451080, "SQ", Sequence([inner])))
     ds.add(DataElement(ds.private_block(0x0045, "GEMS_HELIOS_01").get_tag(0x80), "SQ",
                        Sequence([outer])))
-    _undefined_lengths(ds)
+    if undefined_lengths:
+        _undefined_lengths(ds)
     ds.PixelData = _pixels(hu, plan.signed).tobytes()
     ds["PixelData"].VR = "OW"
     return ds
@@ -362,14 +366,16 @@ def plan_series(series: int, slices: int, size: int, implicit_series: int | None
             for s in range(series)]
 
 
-def write_series(out: Path, plan: SeriesPlan, seed: int) -> Iterator[Path]:
+def write_series(out: Path, plan: SeriesPlan, seed: int, *,
+                 undefined_lengths: bool = True) -> Iterator[Path]:
     """Write ``plan``'s slices under ``out`` as TCIA names them; yields each path."""
     folder = out / f"1{seed:05d}" / f"study-{plan.study + 1}" / f"{plan.index + 2}-{plan.kernel}"
     folder.mkdir(parents=True, exist_ok=True)
     phantom = Phantom(plan.size, seed * 1000 + plan.index)
     syntax = ImplicitVRLittleEndian if plan.implicit else ExplicitVRLittleEndian
     for index in range(plan.slices):
-        ds = _slice(plan, index, seed, phantom.slice_hu(index, plan.slices))
+        ds = _slice(plan, index, seed, phantom.slice_hu(index, plan.slices),
+                    undefined_lengths=undefined_lengths)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
         meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
@@ -383,7 +389,7 @@ def write_series(out: Path, plan: SeriesPlan, seed: int) -> Iterator[Path]:
 
 
 def write_realistic(out: Path, series: int = 5, slices: int = 200, size: int = 512, seed: int = 0,
-                    implicit_series: int | None = -1) -> list[Path]:
+                    implicit_series: int | None = -1, *, undefined_lengths: bool = True) -> list[Path]:
     """Write ``series`` series of ``slices`` slices under ``out``; returns the paths.
 
     Parameters
@@ -397,10 +403,13 @@ def write_realistic(out: Path, series: int = 5, slices: int = 200, size: int = 5
     implicit_series
         The index of the series written in Implicit VR Little Endian (negative counts
         from the end), or None for none.
+    undefined_lengths
+        Sequences and items of undefined length, as CTP writes them (else defined lengths,
+        as pydicom writes them by default).
     """
     paths: list[Path] = []
     for plan in plan_series(series, slices, size, implicit_series):
-        paths.extend(write_series(out, plan, seed))
+        paths.extend(write_series(out, plan, seed, undefined_lengths=undefined_lengths))
     return paths
 
 
@@ -413,10 +422,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--implicit-series", type=int, default=-1,
                         help="index of the Implicit VR series (default -1: the last)")
+    parser.add_argument("--defined-lengths", action="store_true",
+                        help="sequences and items of defined length (default: undefined, as CTP)")
     args = parser.parse_args()
     started = time.perf_counter()
     paths = write_realistic(args.out, args.series, args.slices, args.size, args.seed,
-                            args.implicit_series)
+                            args.implicit_series, undefined_lengths=not args.defined_lengths)
     size = sum(p.stat().st_size for p in paths)
     print(f"{len(paths)} files, {size / 1e6:.1f} MB ({size / len(paths) / 1e3:.1f} kB each) in "
           f"{args.out} in {time.perf_counter() - started:.1f} s")
