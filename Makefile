@@ -13,7 +13,7 @@ PORT ?= 8080
 AIRFLOW_PORT ?= 8090
 AIRFLOW := AIRFLOW_HOME=$(CURDIR)/.airflow $(BIN)/airflow
 
-.PHONY: help venv airflow airflow-cfg demo test unit lint typecheck bench bench-aggregate serve view constraints clean \
+.PHONY: help venv airflow airflow-cfg demo test unit lint typecheck bench bench-aggregate bench-cli serve view constraints clean \
 	ohif-setup monailabel-setup nginx-setup test-clients e2e-annotation
 
 help:
@@ -21,6 +21,7 @@ help:
 	@echo "make test       lint, type check and the whole test suite"
 	@echo "make e2e-annotation  the spine annotation loop against a real MONAI Label (prints DICE:)"
 	@echo "make bench      conversion speed vs the three-copy cp -r floor (docs/benchmarks.md)"
+	@echo "make bench-cli  the whole static-dicomweb convert process on NLST-like headers vs the same floor"
 	@echo "make serve      serve $(DEMO)/site on http://127.0.0.1:$(PORT)/"
 	@echo "make airflow    the Airflow UI on http://127.0.0.1:$(AIRFLOW_PORT)/ with this repository's DAGs"
 	@echo "make view       the same, with the OHIF viewer at http://127.0.0.1:$(PORT)/viewer/"
