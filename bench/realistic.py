@@ -12,9 +12,9 @@ file downloaded from TCIA carries:
 - TCIA's CTP private block (group 0x0013, creator ``CTP``: project, trial,
   site name and site id);
 - GE's private blocks (``GEMS_IDEN_01``, ``GEMS_ACQU_01``, ``GEMS_PARM_01``,
-  ``GEMS_HELIOS_01`` in groups 0x0009, 0x0019, 0x0043, 0x0045), about a
-  third of their elements stored as UN, as an anonymiser that does not
-  know them passes them on in Explicit VR;
+  ``GEMS_HELIOS_01`` in groups 0x0009, 0x0019, 0x0043, 0x0045), 38 of
+  their 80 elements (and 2 of CTP's) stored as UN, as an anonymiser that
+  does not know them passes them on in Explicit VR;
 - sequences (ReferencedImageSequence, SourceImageSequence,
   ProcedureCodeSequence, RequestAttributesSequence,
   CTDIPhantomTypeCodeSequence and a private sequence with a nested one),
