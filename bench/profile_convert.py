@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from bench_cli import cli_command, realistic_input
@@ -65,14 +65,14 @@ def py_spy_phases(raw: Path) -> tuple[dict[str, Counter[str]], float]:
     rows: list[tuple[str, str, list[str], int]] = []
     names: dict[str, str] = {}
     for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
+        stack, _, samples = line.rpartition(" ")
         frames = stack.split(";")
         process = frames.pop(0).partition(":")[0] if frames[0].startswith("process ") else "process"
         thread = frames.pop(0) if frames and frames[0].startswith("thread (") else "thread (?)"
         tid, _, name = thread.partition(": ")
         if name:  # py-spy names a thread on some samples only
             names[tid] = name
-        rows.append((process, tid, frames, int(count)))
+        rows.append((process, tid, frames, int(samples)))
     first = min((r[0] for r in rows), key=lambda p: int(p.split()[-1]) if p[-1].isdigit() else 0,
                 default="process")
     threads: dict[str, Counter[str]] = {}
@@ -88,7 +88,7 @@ def py_spy_phases(raw: Path) -> tuple[dict[str, Counter[str]], float]:
 
 def cprofile_phases(stats: pstats.Stats) -> dict[str, float]:
     """Cumulative seconds of the functions that begin each phase (main thread)."""
-    cum: dict[str, float] = Counter()
+    cum: dict[str, float] = defaultdict(float)
     for (filename, _line, name), (_cc, _nc, _tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
         where = f"{Path(filename).name}:{name}"
         if name == "_find_and_load":
@@ -209,7 +209,7 @@ def run_stages(source: Path, limit: int) -> None:
     take = max(1, limit // len(by_series))
     chosen = [f for group in by_series.values() for f in group[:take]]
     writer = InstanceWriter(LocalStore(str(source.parent / "stages-site")), get_profile("default"))
-    steps: Counter[str] = Counter()
+    steps: dict[str, float] = defaultdict(float)
     for path in chosen:
         clock = time.thread_time()
         loaded = load(path)
