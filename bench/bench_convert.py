@@ -23,8 +23,8 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian
 
 from static_dicomweb.convert import convert
-from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.store import LocalStore
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 
 def timed(prepare: Callable[[], object], action: Callable[[], object]) -> float:

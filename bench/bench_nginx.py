@@ -39,8 +39,8 @@ sys.path.insert(0, str(HERE / "include"))
 
 from static_dicomweb.convert import convert  # noqa: E402
 from static_dicomweb.nginx import NginxOptions, write  # noqa: E402
-from static_dicomweb.sample import SampleSpec, generate_sample  # noqa: E402
 from static_dicomweb.store import LocalStore  # noqa: E402
+from static_dicomweb_sample import SampleSpec, generate_sample  # noqa: E402
 
 
 def make_site(folder: Path, slices: int) -> Path:

@@ -18,7 +18,7 @@ connection after half of the body; ``Range`` is ignored; the ZIP is replaced by 
 are not a ZIP; ``ImageCount`` is off by some number; an extra member (e.g. ``../evil.dcm``)
 is added to every ZIP; downloads are slowed down (to observe concurrency).
 
-Test data provenance: the DICOM files come from :func:`static_dicomweb.sample.generate_sample`
+Test data provenance: the DICOM files come from :func:`static_dicomweb_sample.generate_sample`
 (deterministic, synthetic); nothing is downloaded.
 """
 
@@ -38,7 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pydicom
 
-from static_dicomweb.sample import SampleSpec, generate_sample
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 API_PREFIX = "/nbia-api/services/v4/"
 LICENSE_TEXT = b"Creative Commons Attribution 4.0 International License (stand-in text)\n"

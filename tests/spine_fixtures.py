@@ -1,6 +1,6 @@
 """TotalSegmentator-like SEGs of the synthetic phantom, made with highdicom.
 
-Provenance: the CT is ``static_dicomweb.sample``'s phantom; the SEG imitates IDC's
+Provenance: the CT is ``static_dicomweb_sample``'s phantom; the SEG imitates IDC's
 TotalSegmentator-CT-Segmentations (dcmqi from TotalSegmentator v1.5.6): one segment per
 vertebra present, coded with the SNOMED CT codes of DICOM CID 7603, labelled ``T5 vertebra``
 (or ``vertebrae_T5``, TotalSegmentator's own names), segment numbers in the order of the
@@ -20,9 +20,9 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code
 
-from static_dicomweb.sample import spine_mask, vertebra_levels
 from static_dicomweb.spine.labels import LEVEL_CODES, LEVELS
 from static_dicomweb.spine.volume import SeriesVolume
+from static_dicomweb_sample import spine_mask, vertebra_levels
 
 ANATOMICAL_STRUCTURE = Code("123037004", "SCT", "Anatomical Structure")
 FOV_MM = 350.0  # sample._FOV_MM

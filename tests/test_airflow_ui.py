@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 import pytest
 
-from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.serve import serve_in_thread
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))

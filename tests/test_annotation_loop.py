@@ -31,7 +31,6 @@ from static_dicomweb.convert import convert
 from static_dicomweb.dicomjson import first
 from static_dicomweb.monailabel import MonaiLabelClient
 from static_dicomweb.qido import stored_answer
-from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.serve import serve_in_thread
 from static_dicomweb.spine import registry
 from static_dicomweb.spine.labels import model_labels
@@ -39,6 +38,7 @@ from static_dicomweb.spine.manifest import seg_rows
 from static_dicomweb.spine.totalseg import map_totalseg
 from static_dicomweb.spine.volume import read_series_volume
 from static_dicomweb.store import LocalStore
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 from .monailabel_server import INSTALLED, free_port, running_monailabel
 from .spine_fixtures import totalseg_like_seg

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from static_dicomweb.s3store import S3Store
-from static_dicomweb.sample import SampleSpec, generate_sample
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 from .test_s3 import moto_endpoint  # noqa: F401  (the moto server fixture)
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.store import LocalStore
 from static_dicomweb_airflow.params import SiteParams, airflow_params
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))

@@ -35,9 +35,9 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 
 from static_dicomweb.convert import convert
-from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.serve import serve_in_thread
 from static_dicomweb.store import LocalStore
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 from .monailabel_server import CLIENT, INSTALLED, monailabel_env, running_monailabel
 

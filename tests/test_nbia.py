@@ -1,6 +1,6 @@
 """NbiaSource against a stand-in NBIA v4 server on 127.0.0.1 (tests/nbia_standin.py).
 
-Test data provenance: synthetic series from ``static_dicomweb.sample`` (see
+Test data provenance: synthetic series from ``static_dicomweb_sample`` (see
 ``nbia_standin.build_series``); nothing is downloaded and no real endpoint is called.
 """
 

@@ -34,9 +34,9 @@ from static_dicomweb.cli import main
 from static_dicomweb.convert import convert
 from static_dicomweb.multipart import single
 from static_dicomweb.nginx import CONF_FILE, NginxConfigError, NginxOptions, config, write
-from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.serve import CORS, serve_in_thread
 from static_dicomweb.store import LocalStore
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 from . import test_queries
 from .test_clients import REAL_FILES, check_series_round_trip, check_site_round_trip

@@ -12,8 +12,8 @@ import pytest
 
 from static_dicomweb import pipeline
 from static_dicomweb.progress import Progress
-from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.store import LocalStore
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""Tests for the synthetic CT data set generator (static_dicomweb.sample)."""
+"""Tests for the synthetic CT data set generator (static_dicomweb_sample)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from static_dicomweb.sample import (
+from static_dicomweb_sample import (
     FRAME_COUNT,
     IMPLEMENTATION_CLASS_UID,
     LOCALIZER_IMAGES,

@@ -38,8 +38,8 @@ import pytest
 import requests
 from pydicom import dcmread
 
-from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.store import LocalStore
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -21,9 +21,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from static_dicomweb import keys, multipart
 from static_dicomweb.convert import convert
-from static_dicomweb.sample import SampleSpec, generate_sample
 from static_dicomweb.serve import serve_in_thread
 from static_dicomweb.store import LocalStore
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 from .monailabel_server import INSTALLED, running_monailabel
 from .test_monailabel import BONE_HU, SEG_STORAGE, TOKEN, RequestLog, nifti_label, read_nifti

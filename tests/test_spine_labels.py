@@ -1,6 +1,6 @@
 """Spine labels: vertebra levels, CT volumes from a site, SEG round trips, the TotalSegmentator import.
 
-Test data: ``static_dicomweb.sample``'s phantom (64x64, 14 slices; one series Explicit VR Little
+Test data: ``static_dicomweb_sample``'s phantom (64x64, 14 slices; one series Explicit VR Little
 Endian, one RLE Lossless) and TotalSegmentator-like SEGs made of it with highdicom
 (``tests/spine_fixtures.py``).  The IDC part runs against a moto bucket laid out like IDC's,
 with index rows in idc-index's columns; one slow test reads the real offline index (v25).
@@ -27,7 +27,6 @@ from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from static_dicomweb import keys
 from static_dicomweb.convert import convert
 from static_dicomweb.pipeline import aggregate_batches
-from static_dicomweb.sample import SampleSpec, generate_sample, spine_mask, vertebra_levels
 from static_dicomweb.sources.idc import IdcSource
 from static_dicomweb.spine.labels import (
     LEVEL_CODES,
@@ -63,6 +62,7 @@ from static_dicomweb.spine.volume import (
     series_volume_from_files,
 )
 from static_dicomweb.store import LocalStore
+from static_dicomweb_sample import SampleSpec, generate_sample, spine_mask, vertebra_levels
 
 from .spine_fixtures import expected_levels, expected_spine, seg_bytes, totalseg_like_seg
 from .test_s3 import moto_endpoint  # noqa: F401  (the moto server fixture)
@@ -192,7 +192,7 @@ def test_volume_from_files(volume: SeriesVolume, bone: SeriesVolume) -> None:
     assert np.all(np.diff(z) > 0) and volume.normal.tolist() == [0.0, 0.0, 1.0]
     assert [str(h.SOPInstanceUID) for h in volume.headers] == list(volume.sop_instance_uids)
     assert all("PixelData" not in h for h in volume.headers)
-    from static_dicomweb.sample import phantom_volume
+    from static_dicomweb_sample import phantom_volume
 
     hu = phantom_volume(14, 64, 64, 0).astype(np.float32)[np.argsort(np.argsort(-z))]
     assert np.array_equal(volume.hu, hu)  # unsigned + intercept -1024 → HU

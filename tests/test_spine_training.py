@@ -22,7 +22,6 @@ from static_dicomweb.monailabel import (
     TrainingBusyError,
     TrainingFailedError,
 )
-from static_dicomweb.sample import SampleSpec, generate_sample, phantom_seed, phantom_volume
 from static_dicomweb.spine import registry
 from static_dicomweb.spine.dataset import export_dataset
 from static_dicomweb.spine.labels import model_labels
@@ -30,6 +29,7 @@ from static_dicomweb.spine.manifest import build_manifest, held_out
 from static_dicomweb.spine.seg import write_seg
 from static_dicomweb.spine.volume import SeriesVolume, read_series_volume
 from static_dicomweb.store import LocalStore
+from static_dicomweb_sample import SampleSpec, generate_sample, phantom_seed, phantom_volume
 
 from .spine_fixtures import expected_spine, phantom_order
 from .test_s3 import moto_endpoint  # noqa: F401  (the moto server fixture)

@@ -55,7 +55,7 @@ import pytest
 import requests
 import yaml
 
-from static_dicomweb.sample import SampleSpec, generate_sample
+from static_dicomweb_sample import SampleSpec, generate_sample
 
 from .monailabel_server import CLIENT as MONAILABEL_CLIENT
 from .monailabel_server import INSTALLED as MONAILABEL_INSTALLED

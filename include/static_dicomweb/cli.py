@@ -137,7 +137,7 @@ def _nginx_config(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from .sample import SampleSpec, generate_sample
+    from static_dicomweb_sample import SampleSpec, generate_sample
 
     try:
         spec = SampleSpec(patients=args.patients, slices=args.slices, rows=args.rows,

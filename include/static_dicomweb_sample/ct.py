@@ -446,7 +446,7 @@ def vertebra_levels(
         If a size is < 1, the seed is negative or ``top_level`` is not a level.
 
     """
-    from .spine.labels import LEVELS
+    from static_dicomweb.spine.labels import LEVELS
 
     if top_level not in LEVELS:
         raise ValueError(f"top_level must be one of {', '.join(LEVELS)}, got {top_level!r}")
