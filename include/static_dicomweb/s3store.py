@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import KeyNotFoundError, ObjectExistsError, StoreError
 from .keys import SITE_PREFIX, ObjectSpec
-from .store import META_PREFIX, Piece, Slice
+from .store_protocol import META_PREFIX, Piece, Slice
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,18 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from . import keys
 from .errors import KeyNotFoundError, ObjectExistsError, StoreError
 from .keys import ObjectSpec
+
+# the protocol and the pieces, re-exported so that importers may name them from here
+from .store_protocol import META_PREFIX as META_PREFIX
+from .store_protocol import Piece as Piece
+from .store_protocol import Slice as Slice
+from .store_protocol import Store as Store
 
 log = logging.getLogger(__name__)
 
@@ -53,56 +58,6 @@ MAPPING = 3
 FOLDERS = 5
 #: ... and the segments after them are joined into the file name with this.
 JOIN = "+"
-META_PREFIX = "x-amz-meta-"
-
-
-@dataclass(frozen=True)
-class Slice:
-    """Bytes of an object already in the store: ``body[start:len(body) - trim_end]``."""
-
-    key: str
-    start: int = 0
-    trim_end: int = 0
-
-
-Piece = bytes | memoryview | Slice | Path
-"""One piece of a body: bytes, a slice of a stored object, or a whole local file."""
-
-
-class Store(Protocol):
-    """What the converter, the validator and ``serve`` need of a site's storage."""
-
-    url: str
-
-    def put(self, spec: ObjectSpec, pieces: Sequence[Piece],
-            meta: dict[str, str] | None = None, *, if_absent: bool = False) -> None:
-        """Write an object (atomically) from pieces, with ``spec``'s headers and user metadata.
-
-        With ``if_absent``, only when the key holds no object yet (else
-        :class:`~static_dicomweb.errors.ObjectExistsError`), atomically against
-        every other writer: the way two writers agree on who claims a key.
-        """
-
-    def get(self, key: str) -> bytes:
-        """The stored bytes of ``key`` (still gzip-compressed where stored so)."""
-
-    def headers(self, key: str) -> dict[str, str] | None:
-        """The headers of ``key``, or None when there is no such object."""
-
-    def children(self, prefix: str) -> list[str]:
-        """Names directly under ``prefix`` (a key prefix ending in ``/``), sorted."""
-
-    def walk(self, prefix: str = "") -> Iterator[str]:
-        """Every key under ``prefix``."""
-
-    def delete(self, key: str) -> None:
-        """Remove ``key`` (no error when it does not exist)."""
-
-    def exists(self) -> bool:
-        """Whether the site's location exists (a folder, or a bucket one can read)."""
-
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        """Exclusive access for index aggregation across processes."""
 
 
 class LocalStore:
