@@ -94,9 +94,10 @@ def export(manifest_json: dict[str, Any], params: dict[str, Any]) -> dict[str, A
 
 def _trainer(params: dict[str, Any], module: str, *args: str) -> dict[str, Any]:
     python = str(params.get("trainer_python") or DEFAULT_TRAINER_PYTHON)
-    if not Path(python).exists():
-        raise AirflowException(f"trainer_python {python} does not exist: run clients/monailabel/setup.sh "
-                               "or set the param to a Python with torch and MONAI")
+    with permanent_errors_fail():  # a missing interpreter is not installed by a retry
+        if not Path(python).exists():
+            raise PermanentError(f"trainer_python {python} does not exist: run clients/monailabel/setup.sh "
+                                 "or set the param to a Python with torch and MONAI")
     env = {**os.environ, "PYTHONPATH": str(INCLUDE), "PYTHONWARNINGS": "ignore"}
     cmd = [python, "-m", module, *args]
     log.info("running %s", " ".join(cmd))
@@ -140,8 +141,9 @@ def train_monailabel(dataset: dict[str, Any], params: dict[str, Any], run_id: st
 
 def sagemaker_config(dataset: dict[str, Any], params: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The ``CreateTrainingJob`` request: the site's ``_training`` prefix as the ``training`` channel."""
-    if "s3_uri" not in dataset:
-        raise AirflowException("the sagemaker backend needs an s3:// destination")
+    with permanent_errors_fail():
+        if "s3_uri" not in dataset:
+            raise PermanentError("the sagemaker backend needs an s3:// destination")
     name = f"spine-{dataset['model'].replace('_', '-')}-{dataset['digest'][:8]}-{int(time.time())}"
     return {
         "TrainingJobName": name[:63],
@@ -259,9 +261,10 @@ def refresh_model(params: dict[str, Any]) -> dict[str, Any]:
         return {"model": model, "checksum": want, "uploaded": False}
     uploaded = client.upload_model(model, weights)
     served = client.model_info(model)
-    if uploaded.checksum != want or served is None or served.checksum != want:
-        raise PermanentError(f"MONAI Label serves {served and served.checksum} for {model} after "
-                             f"uploading {want}")
+    with permanent_errors_fail():
+        if uploaded.checksum != want or served is None or served.checksum != want:
+            raise PermanentError(f"MONAI Label serves {served and served.checksum} for {model} after "
+                                 f"uploading {want}")
     log.info("MONAI Label now serves %s %s (was %s)", model, want, served.checksum)
     return {"model": model, "checksum": want, "uploaded": True, "dice": record.get("dice")}
 
@@ -272,9 +275,9 @@ def import_labels(params: dict[str, Any]) -> dict[str, Any]:
     from static_dicomweb.spine.totalseg import import_totalseg
 
     uids = list(params.get("series_uids") or [])
-    if not uids:
-        raise PermanentError("series_uids is empty: name the NLST CT series to label")
     with permanent_errors_fail():
+        if not uids:
+            raise PermanentError("series_uids is empty: name the NLST CT series to label")
         summary = import_totalseg(uids, _store(params), params.get("download_dir") or "/tmp/totalseg",
                                   model=params.get("model") or "spine_cpu",
                                   profile=params.get("profile") or "default")
