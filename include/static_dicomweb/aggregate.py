@@ -49,16 +49,16 @@ ALWAYS_ANSWERED_MODALITIES = ("CT", "SEG")
 #: The header recording how many rows a query answer holds (``x-amz-meta-rows`` on S3).
 ROWS_META = "x-amz-meta-rows"
 #: Writer threads for a local folder: one.  Its writes are file-system calls, CPU-bound in the
-#: kernel, and threads contend for the folder's lock and the GIL: on 2 cores a full NLST-size
-#: build took 75 s with one, 82 s with two, 87 s with four (and half again the CPU time) ...
+#: kernel, and threads contend for the folder's lock and the GIL, so more threads made a full
+#: NLST-size build slower, not faster (docs/benchmarks.md) ...
 LOCAL_WRITE_THREADS = 1
 #: ... while S3 PUTs wait on the network: as many threads as the S3 client's connection pool.
 REMOTE_WRITE_THREADS = 32
 #: Writes submitted on a local folder before the rest move to child processes (a few seconds
 #: of writes: a small merge never starts one) ...
 OFFLOAD_AFTER = 64
-#: ... and how many, at most: a full NLST-size build took 75 s in one process, 62 s with one
-#: child writing, 51 s with two (2 cores; docs/benchmarks.md).
+#: ... and how many, at most: each child overlaps the kernel's work with the merging process's
+#: Python; a second one still shortened a full NLST-size build on 2 cores (docs/benchmarks.md).
 WRITE_PROCESSES = 2
 #: Answers from this many rows or more (both waves) are written in the merging process itself.
 LARGE_GROUP = 10_000

@@ -1,6 +1,14 @@
-"""Every object key of a site, built from validated UIDs, with its headers.
+"""The keys of a site's objects, built from validated UIDs, with their headers.
 
-This is the only module that formats a path.  A key is relative to the site
+Every object a conversion writes for a study, series or instance (metadata,
+frames, Part 10, bulk data, thumbnails, the ``_site/`` records) gets its key
+here, from validated UIDs, and the headers it carries (:func:`headers_for`).
+Two kinds of path are formatted elsewhere: the keys of precomputed query
+answers (``_q/…``, from :mod:`static_dicomweb.routing`'s table, in
+:mod:`static_dicomweb.aggregate`), and the prefixes, relative URIs (RetrieveURL,
+BulkDataURI) and messages that name a level (``studies/S/series/SE``), formatted
+where they are used (``aggregate``, ``validate``, ``qido``, ``convert``, ``stow``,
+``spine.volume``).  A key is relative to the site
 root R (a folder or ``s3://bucket/prefix``) and is exactly the DICOMweb
 request path, so a client configured with R as its QIDO-RS and WADO-RS root
 reads the site with plain GETs.  See ``docs/site-layout.md``.

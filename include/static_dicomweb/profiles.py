@@ -1,9 +1,10 @@
 """Site profiles: which optional objects a conversion writes.
 
-Storage relative to the input (measured, docs/site-layout.md): ``default``
-about 3.0x (frames, instance and series Part 10), ``viewer`` about 1.0x
-(frames and metadata only: OHIF reads it; 3D Slicer and MONAI Label need
-Part 10 and cannot), ``full`` like ``default`` plus a thumbnail per instance.
+``default`` writes frames, instance and series Part 10 (the input three times
+over), ``viewer`` frames and metadata only (OHIF reads it; 3D Slicer and MONAI
+Label need Part 10 and cannot), ``full`` what ``default`` writes plus a
+thumbnail per instance.  The storage each takes, measured, is in
+docs/site-layout.md.
 """
 
 from __future__ import annotations
