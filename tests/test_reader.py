@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import random
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
+from typing import cast
 
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file, get_testdata_files
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames
 from pydicom.filebase import DicomBytesIO
@@ -32,6 +36,7 @@ from static_dicomweb.reader import (
 )
 
 RLE = "1.2.840.10008.1.2.5"
+ROOT = Path(__file__).resolve().parent.parent
 MPEG2 = "1.2.840.10008.1.2.4.100"
 
 pytestmark = pytest.mark.filterwarnings(
@@ -478,14 +483,71 @@ def test_media_types_follow_ps3_18() -> None:
 
 # -- the header reader for plain files ---------------------------------------------
 
-def test_header_reader_gives_what_pydicom_reads(sample_dir: Path) -> None:
+def load_realistic() -> ModuleType:
+    """``bench/realistic.py``, the generator of NLST-like headers (bench/ is not a package)."""
+    if "realistic" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("realistic", ROOT / "bench" / "realistic.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["realistic"] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules["realistic"]
+
+
+@pytest.fixture(scope="module")
+def realistic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """NLST-like headers as CTP writes them (undefined lengths) and as pydicom does, small slices.
+
+    Three series each: the last in Implicit VR Little Endian.
+    """
+    out = tmp_path_factory.mktemp("realistic")
+    realistic = load_realistic()
+    realistic.write_realistic(out / "ctp", series=3, slices=2, size=8, seed=1)
+    realistic.write_realistic(out / "defined", series=3, slices=2, size=8, seed=2,
+                              undefined_lengths=False)
+    return out
+
+
+def assert_same_element(mine: object, theirs: object, where: tuple[object, ...]) -> None:
+    """The same element as pydicom reads it; sequences item by item, their raw elements too."""
+    assert type(mine) is type(theirs), where
+    if isinstance(theirs, RawDataElement):
+        assert tuple(cast(RawDataElement, mine)) == tuple(theirs), where
+        return
+    assert isinstance(mine, DataElement) and isinstance(theirs, DataElement)
+    assert (mine.tag, mine.VR, mine.file_tell, mine.is_undefined_length) == (
+        theirs.tag, theirs.VR, theirs.file_tell, theirs.is_undefined_length), where
+    if theirs.VR != "SQ":
+        assert mine.value == theirs.value, where
+        return
+    assert mine.value.is_undefined_length == theirs.value.is_undefined_length, where
+    assert len(mine.value) == len(theirs.value), where
+    for index, (item, ref) in enumerate(zip(mine.value, theirs.value, strict=True)):
+        assert_same_dataset(item, ref, (*where, index))
+
+
+def assert_same_dataset(ds: Dataset, ref: Dataset, where: tuple[object, ...]) -> None:
+    """The same elements, undecoded, encodings and item flags as pydicom's data set."""
+    assert list(ds.keys()) == list(ref.keys()), where
+    for tag in ref.keys():  # noqa: SIM118 (iterating a Dataset decodes its elements)
+        assert_same_element(ds.get_item(tag), ref.get_item(tag), (*where, tag))
+    assert ds.original_encoding == ref.original_encoding, where
+    assert ds.original_character_set == ref.original_character_set, where
+    assert ds._character_set == ref._character_set, where
+    assert ds.is_undefined_length_sequence_item == ref.is_undefined_length_sequence_item, where
+    assert getattr(ds, "file_tell", None) == getattr(ref, "file_tell", None), where
+
+
+def test_header_reader_gives_what_pydicom_reads(sample_dir: Path, realistic_dir: Path) -> None:
     """Wherever ``_read_header`` reads a file itself, it gives ``dcmread(stop_before_pixels)``.
 
-    The same elements (undecoded: VR, length, value, offset), file meta, encodings and the
-    offset where reading stopped; over every pydicom test file and the sample's series.
+    The same elements (undecoded: VR, length, value, offset; sequences of undefined length
+    parsed into the same items), file meta, encodings and the offset where reading stopped;
+    over every pydicom test file, the sample's series and NLST-like headers.
     """
     paths = [Path(p) for p in get_testdata_files() if Path(p).is_file()]
     paths += sorted(sample_dir.rglob("*.dcm"))
+    paths += sorted(realistic_dir.rglob("*.dcm"))
     read = []
     for path in paths:
         raw = path.read_bytes()
@@ -501,17 +563,7 @@ def test_header_reader_gives_what_pydicom_reads(sample_dir: Path) -> None:
         ds, stopped, syntax = got
         assert syntax == str(ref.file_meta.TransferSyntaxUID), path
         assert stopped == fp.tell(), path
-        assert list(ds.keys()) == list(ref.keys()), path
-        for tag in ref.keys():  # noqa: SIM118 (iterating a Dataset decodes its elements)
-            mine, theirs = ds.get_item(tag), ref.get_item(tag)
-            assert type(mine) is type(theirs), (path, tag)
-            if isinstance(theirs, RawDataElement):
-                assert tuple(mine) == tuple(theirs), (path, tag)
-            else:
-                assert (mine.VR, mine.value) == (theirs.VR, theirs.value), (path, tag)
-        assert ds.original_encoding == ref.original_encoding, path
-        assert ds.original_character_set == ref.original_character_set, path
-        assert ds._character_set == ref._character_set, path
+        assert_same_dataset(ds, ref, (path,))
         assert ds.preamble == ref.preamble, path
         assert list(ds.file_meta.keys()) == list(ref.file_meta.keys()), path
         for tag in ref.file_meta.keys():  # noqa: SIM118
@@ -520,6 +572,19 @@ def test_header_reader_gives_what_pydicom_reads(sample_dir: Path) -> None:
     assert len(read) > 80
     assert {EXPLICIT_LE, IMPLICIT_LE} <= {
         str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in read}
+    assert set(realistic_dir.rglob("*.dcm")) <= set(read)  # CTP's sequences stay on this path
+
+
+def test_header_reader_reads_undefined_length_sequences(realistic_dir: Path) -> None:
+    """CTP's delimited sequences, nested ones and UN ones of undefined length, read as pydicom does."""
+    for path in sorted((realistic_dir / "ctp").rglob("*.dcm")):
+        got = _read_header(path.read_bytes())
+        assert got is not None, path
+        sequences = [e for e in got[0].elements() if isinstance(e, DataElement) and e.VR == "SQ"]
+        assert sequences and all(e.is_undefined_length for e in sequences), path
+        nested = [e for s in sequences for item in s.value for e in item.elements()
+                  if isinstance(e, DataElement) and e.VR == "SQ"]
+        assert nested, path
 
 
 def test_header_reader_leaves_unusual_files_to_pydicom() -> None:

@@ -19,17 +19,20 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
-from pydicom import dcmread
-from pydicom.charset import default_encoding
+from pydicom import config, dcmread
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import _dictionary_vr_fast
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_sequence
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
+from pydicom.values import convert_string
 
 from .errors import InvalidUIDError, RejectedInstanceError
 from .keys import validate_uid
@@ -402,12 +405,14 @@ def _read_header(raw: bytes) -> tuple[FileDataset, int, str] | None:
     """What ``dcmread(stop_before_pixels=True)`` gives for a plain Part 10 file, read faster.
 
     Plain: little endian (Explicit or Implicit VR Little Endian), every element
-    before the pixel data of defined length with a known VR and whole, no
-    command set, the first element's VR as the transfer syntax says.  The
-    elements are the ones pydicom reads (undecoded, same VR, length, value
-    and offset) and the data set is built as ``pydicom.filereader.read_partial``
-    builds it.  Returns the data set, the offset where reading stopped and
-    the transfer syntax, or None for anything else, which pydicom then reads
+    before the pixel data with a known VR and whole, of defined length or a
+    sequence of undefined length, no command set, the first element's VR as
+    the transfer syntax says.  The elements are the ones pydicom reads
+    (undecoded, same VR, length, value and offset; a sequence of undefined
+    length parsed by pydicom's own ``read_sequence``, as ``dcmread`` does)
+    and the data set is built as ``pydicom.filereader.read_partial`` builds
+    it.  Returns the data set, the offset where reading stopped and the
+    transfer syntax, or None for anything else, which pydicom then reads
     itself.
     """
     meta = _raw_elements(raw, 132, implicit=False, file_meta=True)
@@ -468,6 +473,7 @@ def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
                                            _LENGTH.unpack_from)
     names, long_vrs, new, tags = _VR_NAMES, _LONG_VRS, tuple.__new__, _BASE_TAGS
     vr: str | None = None
+    encoding: str | list[str] = default_encoding
     while pos < end:
         if pos + 8 > end:  # a cut element header: pydicom decides what that is
             return None
@@ -488,15 +494,56 @@ def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
                     return None
                 length = length_at(raw, start)[0]
                 start += 4
+        if length == 0xFFFFFFFF and not file_meta and group != 0xFFFE:
+            sequence = _undefined_length_sequence(raw, tag, vr, start, implicit, encoding)
+            if sequence is None:
+                return None
+            elements[sequence[0].tag], pos = sequence
+            continue
         if length == 0xFFFFFFFF or start + length > end or group == 0xFFFE:
             return None
         base = tags.get(tag) or _base_tag(tag)
+        if tag == 0x00080005:  # the items of the sequences that follow inherit it, as in pydicom
+            encoding = convert_encodings(convert_string(raw[start:start + length], True))
         value = raw[start:start + length] if length else empty_value_for_VR(vr, raw=True)
         # RawDataElement(base, vr, length, value, start, implicit, True), without keyword handling
         elements[base] = new(RawDataElement, (base, vr, length, value, start, implicit, True, True,
                                               False))
         pos = start + length
     return elements, pos
+
+
+def _undefined_length_sequence(raw: bytes, tag: int, vr: str | None, start: int, implicit: bool,
+                               encoding: str | list[str]) -> tuple[DataElement, int] | None:
+    """The sequence of undefined length whose value starts at ``start``, read as pydicom reads it.
+
+    pydicom's ``data_element_generator`` parses such a sequence at once (its
+    end is only known from its delimitation item) into a ``DataElement`` of
+    ``Dataset`` items holding raw elements: this calls the same
+    ``read_sequence`` with the same arguments, so the element, its items and
+    their offsets are the ones ``dcmread`` gives.  An undefined-length element
+    that pydicom would not read as a sequence, or one it cannot read, gives
+    None (pydicom then reads the whole file).  Returns the element and the
+    offset after its sequence delimitation item.
+    """
+    if vr == "UN" and config.settings.infer_sq_for_un_vr:
+        vr = "SQ"  # PS3.5 6.2.2, as pydicom
+    if vr is None or (vr == "UN" and config.replace_un_with_known_vr):
+        try:
+            vr = _dictionary_vr_fast(tag)  # what pydicom looks up here
+        except KeyError:  # a private tag: a sequence if an item follows, as pydicom looks ahead
+            if raw[start:start + 4] == b"\xfe\xff\x00\xe0":
+                vr = "SQ"
+    if vr != "SQ":
+        return None
+    fp = io.BytesIO(raw)
+    fp.seek(start)
+    try:
+        sequence = read_sequence(fp, implicit, True, 0xFFFFFFFF, encoding)
+    except Exception:  # whatever pydicom makes of bytes it cannot read, dcmread decides
+        return None
+    base = _BASE_TAGS.get(tag) or _base_tag(tag)
+    return DataElement(base, vr, sequence, start, is_undefined_length=True), fp.tell()
 
 
 def _check_complete(ds: Dataset, name: str, has_pixel_view: bool) -> None:
