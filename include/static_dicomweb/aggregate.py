@@ -469,30 +469,35 @@ class _Group:
     old: Sequence[bytes] | None = None
 
 
+def _plan_pages(store: Store, answer: _Answer, pages: str, group: _Group, wanted: set[int],
+                writes: dict[int, list[str]]) -> None:
+    """Delete an answer's stale pages; add ``pages`` to ``writes`` under each offset to rewrite."""
+    lines, old, size = group.lines, group.old, routing.PAGE_SIZE
+    before = answer.before
+    if before is None:
+        before = _rows_meta(store.headers(answer.key)) if answer.key else 0
+    had = _page_offsets(before)
+    for stale in sorted(had - wanted):
+        store.delete(routing.page_key(pages, stale))
+    # the answer was last written from ``old`` (a site only grows, so a page whose rows
+    # are unchanged since then was not rewritten differently by an interrupted run)
+    same_source = old is not None and before == len(old)
+    for start in writes:
+        if (same_source and start in had and old is not None
+                and old[start:start + size] == lines[start:start + size]):
+            continue  # the page holds these rows already
+        writes[start].append(pages)
+
+
 def _store_pages(store: Store, groups: Sequence[_Group]) -> None:
     """The pages of each group's answers, stale pages of their old count deleted."""
-    size = routing.PAGE_SIZE
     for group in groups:
-        lines, old = group.lines, group.old
+        lines = group.lines
         wanted = _page_offsets(len(lines))
         writes: dict[int, list[str]] = {start: [] for start in sorted(wanted)}
         for answer in group.answers:
-            if answer.pages is None:
-                continue
-            before = answer.before
-            if before is None:
-                before = _rows_meta(store.headers(answer.key)) if answer.key else 0
-            had = _page_offsets(before)
-            for stale in sorted(had - wanted):
-                store.delete(routing.page_key(answer.pages, stale))
-            # the answer was last written from ``old`` (a site only grows, so a page whose rows
-            # are unchanged since then was not rewritten differently by an interrupted run)
-            same_source = old is not None and before == len(old)
-            for start in writes:
-                if (same_source and start in had and old is not None
-                        and old[start:start + size] == lines[start:start + size]):
-                    continue  # the page holds these rows already
-                writes[start].append(answer.pages)
+            if answer.pages is not None:
+                _plan_pages(store, answer, answer.pages, group, wanted, writes)
         for start, bases in writes.items():
             if bases:
                 data = _page_body(lines, start)
@@ -581,20 +586,20 @@ def _may_have_pages(group: _Group) -> bool:
                                         or a.before >= routing.PAGE_SIZE) for a in group.answers)
 
 
-def _plan_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes],
-                  touched: Sequence[bytes], old: Sequence[bytes],
-                  roots: Mapping[str, _Group] | None) -> _Plan:
-    def fields(line: bytes) -> list[str]:
-        return line.split(b"\t", 2)[1].decode().split(" ")
+def _fields(line: bytes) -> list[str]:
+    """A root line's query fields: a study's counts, patient, modalities; a series' patient, modality."""
+    return line.split(b"\t", 2)[1].decode().split(" ")
 
-    touched_studies = {_study_of(line).decode() for line in touched}
-    unchanged = set(old) & set(touched)  # rows that came back byte for byte: their answers stand
+
+def _values_to_rewrite(store: Store, lines: Iterable[bytes],
+                       unchanged: set[bytes]) -> tuple[set[str], set[str]]:
+    """The patients and modalities whose answers the changed ``lines`` change."""
     patients: set[str] = set()
     modalities: set[str] = set()
-    for line in (*touched, *old):
+    for line in lines:
         if line in unchanged or line.count(b"\t") < 2:
             continue
-        f = fields(line)
+        f = _fields(line)
         if len(f) == 4:  # a study line: counts, patient, modalities
             patients.add(f[2])
             modalities.update(f[3].split(","))
@@ -607,16 +612,26 @@ def _plan_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes
             modalities.add(code)
     patients.discard("-")
     modalities.discard("-")
-    old_series_of: dict[str, list[bytes]] = {}
-    for line in old:
-        if line.count(b"\t") >= 2 and len(fields(line)) == 2:
-            old_series_of.setdefault(_study_of(line).decode(), []).append(line)
+    return patients, modalities
+
+
+def _is_series_line(line: bytes) -> bool:
+    return line.count(b"\t") >= 2 and len(_fields(line)) == 2
+
+
+def _series_by_study(series: Iterable[bytes], studies: set[str] | None = None) -> dict[str, list[bytes]]:
+    """Series lines by their study's UID (only those of ``studies`` when given)."""
     by_study: dict[str, list[bytes]] = {}
     for line in series:
         study = _study_of(line).decode()
-        if study in touched_studies:
+        if studies is None or study in studies:
             by_study.setdefault(study, []).append(line)
+    return by_study
 
+
+def _one_row_answers(studies: Sequence[bytes], by_study: Mapping[str, list[bytes]],
+                     touched_studies: set[str], unchanged: set[bytes]) -> list[tuple[str, bytes]]:
+    """The answers by Study and Series Instance UID whose row changed."""
     # UIDs in root lines were validated when their series were converted
     by_study_uid = routing.answer_template("studies", "StudyInstanceUID")
     by_series_uid = routing.answer_template("series", "SeriesInstanceUID")
@@ -631,31 +646,56 @@ def _plan_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes
             if series_line not in unchanged:
                 uid = series_line.split(b"\t", 1)[0].split(b" ")[2].decode()
                 one_row.append((by_series_uid.replace(routing.VALUE, uid), series_line))
+    return one_row
 
+
+def _study_series_pages(by_study: Mapping[str, list[bytes]],
+                        old_series_of: Mapping[str, list[bytes]]) -> list[_Group]:
+    """The pages of ``series?StudyInstanceUID=S`` that changed.
+
+    That answer is ``studies/{S}/series`` itself: only its pages (100 series or more) are
+    under ``_q/``.
+    """
     groups: list[_Group] = []
-    shared = {name: _Group(g.lines, list(g.answers), g.old) for name, g in (roots or {}).items()}
     for study, lines in by_study.items():
-        # series?StudyInstanceUID=S is studies/{S}/series itself: only its pages (100 series
-        # or more) are under _q/
         old_lines = old_series_of.get(study, [])
         if lines != old_lines and max(len(lines), len(old_lines)) >= routing.PAGE_SIZE:
             pages = routing.pages_base("series", "StudyInstanceUID", study)
             groups.append(_Group(lines, [_Answer(None, pages, before=len(old_lines))]))
-    # one pass over the roots, bucketing only the patients and modalities to rewrite
+    return groups
+
+
+def _bucket_rows(studies: Sequence[bytes], series: Sequence[bytes], patients: set[str],
+                 modalities: set[str]) -> dict[str, list[bytes]]:
+    """One pass over the roots, bucketing only the patients' and modalities' rows to rewrite."""
     buckets: dict[str, list[bytes]] = {}
     for line in studies:
-        f = fields(line)
+        f = _fields(line)
         if f[2] in patients:
             buckets.setdefault(f"studies/PatientID/{f[2]}", []).append(line)
         for modality in f[3].split(","):
             if modality in modalities:
                 buckets.setdefault(f"studies/ModalitiesInStudy/{modality}", []).append(line)
     for line in series:
-        f = fields(line)
+        f = _fields(line)
         if f[0] in patients:
             buckets.setdefault(f"series/PatientID/{f[0]}", []).append(line)
         if f[1] in modalities:
             buckets.setdefault(f"series/Modality/{f[1]}", []).append(line)
+    return buckets
+
+
+def _plan_answers(store: Store, studies: Sequence[bytes], series: Sequence[bytes],
+                  touched: Sequence[bytes], old: Sequence[bytes],
+                  roots: Mapping[str, _Group] | None) -> _Plan:
+    touched_studies = {_study_of(line).decode() for line in touched}
+    unchanged = set(old) & set(touched)  # rows that came back byte for byte: their answers stand
+    patients, modalities = _values_to_rewrite(store, (*touched, *old), unchanged)
+    by_study = _series_by_study(series, touched_studies)
+    one_row = _one_row_answers(studies, by_study, touched_studies, unchanged)
+    groups = _study_series_pages(by_study, _series_by_study(filter(_is_series_line, old)))
+    shared = {name: _Group(g.lines, list(g.answers), g.old) for name, g in (roots or {}).items()}
+    buckets = _bucket_rows(studies, series, patients, modalities)
     names = [f"{level}/PatientID/{p}" for p in sorted(patients) for level in ("studies", "series")]
     names += [f"studies/ModalitiesInStudy/{m}" for m in sorted(modalities)]
     names += [f"series/Modality/{m}" for m in sorted(modalities)]
