@@ -9,10 +9,11 @@ machine's cores: the figures compare servers run the same way, they are not
 what a server alone would do.
 
 ``--baseline DIR`` also measures the ``serve`` of another checkout (its
-``include/`` folder on ``PYTHONPATH``) on the same site, alternating the two
-servers per measurement so that a change in the machine's load hits both.
+``include/`` folder on ``PYTHONPATH``) on the same input, converted by that
+checkout (site layouts differ between versions), alternating the two servers
+per measurement so that a change in the machine's load hits both.
 
-    .venv/bin/python bench/bench_serve.py --seconds 5 --baseline /tmp/old-checkout
+    .venv/bin/python bench/bench_serve.py --seconds 5 --repeat 3 --baseline /tmp/old-checkout
 """
 
 from __future__ import annotations
@@ -71,8 +72,13 @@ def pick_paths(url: str) -> dict[str, str]:
     return {"series metadata": f"{base}/metadata", "frame": f"{base}/instances/{sop}/frames/1"}
 
 
-def _read_response(sock: socket.socket, buf: bytearray) -> int:
-    """Read one response with a Content-Length from ``sock``; returns its status."""
+def _read_response(sock: socket.socket, buf: bytearray, body: bytearray) -> int:
+    """Read one response with a Content-Length from ``sock``; returns its status.
+
+    ``buf`` holds bytes read past the previous response; the body is read into
+    ``body`` (grown as needed) without copying it again, so that the clients
+    take as little of the machine's CPU as they can.
+    """
     while b"\r\n\r\n" not in buf:
         chunk = sock.recv(65536)
         if not chunk:
@@ -84,12 +90,16 @@ def _read_response(sock: socket.socket, buf: bytearray) -> int:
     match = re.search(r"(?im)^content-length:\s*(\d+)", head)
     length = int(match.group(1)) if match else 0
     del buf[:end]
-    while len(buf) < length:
-        chunk = sock.recv(max(65536, length - len(buf)))
-        if not chunk:
+    got = min(length, len(buf))
+    del buf[:got]  # (the bytes themselves are not needed)
+    if len(body) < length:
+        body.extend(bytes(length - len(body)))
+    view = memoryview(body)
+    while got < length:
+        count = sock.recv_into(view[got:length])
+        if not count:
             raise ConnectionError("server closed the connection mid-body")
-        buf += chunk
-    del buf[:length]
+        got += count
     return status
 
 
@@ -99,7 +109,7 @@ def client(url: str, path: str, seconds: float, start_at: float, out: mp.Queue) 
     request = (f"GET {path} HTTP/1.1\r\nHost: {split.netloc}\r\nAccept-Encoding: gzip\r\n\r\n").encode()
     sock = socket.create_connection((split.hostname, split.port), timeout=30)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    buf = bytearray()
+    buf, body = bytearray(), bytearray()
     latencies: list[float] = []
     errors = 0
     while time.time() < start_at:
@@ -107,7 +117,7 @@ def client(url: str, path: str, seconds: float, start_at: float, out: mp.Queue) 
     stop = time.perf_counter() + seconds
     while (now := time.perf_counter()) < stop:
         sock.sendall(request)
-        if _read_response(sock, buf) != 200:
+        if _read_response(sock, buf, body) != 200:
             errors += 1
         latencies.append(time.perf_counter() - now)
     sock.close()
@@ -133,13 +143,17 @@ def measure(url: str, path: str, concurrency: int, seconds: float) -> dict[str, 
             "p50_ms": statistics.median(latencies) * 1000, "p99_ms": p99 * 1000}
 
 
-def make_site(folder: Path) -> Path:
-    """A synthetic CT series (512 x 512) converted into a site folder."""
-    subprocess.run([sys.executable, "-m", "static_dicomweb", "-q", "sample", str(folder / "in"),
-                    "--patients", "1", "--slices", "20", "--rows", "512"], check=True)
+def make_site(folder: Path, include: Path | None, name: str) -> Path:
+    """The synthetic CT sample (512 x 512) converted into a site folder by a checkout's code."""
+    env = dict(os.environ)
+    if include is not None:
+        env["PYTHONPATH"] = str(include)
+    if not (folder / "in").exists():
+        subprocess.run([sys.executable, "-m", "static_dicomweb", "-q", "sample", str(folder / "in"),
+                        "--patients", "1", "--slices", "20", "--rows", "512"], check=True, env=env)
     subprocess.run([sys.executable, "-m", "static_dicomweb", "-q", "convert", str(folder / "in"),
-                    "--out", str(folder / "site")], check=True)
-    return folder / "site"
+                    "--out", str(folder / name)], check=True, env=env)
+    return folder / name
 
 
 def main() -> None:
@@ -148,27 +162,44 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--baseline", type=Path, help="another checkout whose serve to measure too")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure every cell this many times, alternating the servers' order; "
+                             "the table shows the median of each cell (default 1)")
+    parser.add_argument("--json", type=Path, help="also write every measurement here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        site = args.site or make_site(Path(tmp))
-        servers = {"this checkout": None}
+        servers: dict[str, Path | None] = {"this checkout": None}
         if args.baseline:
             servers = {f"baseline {args.baseline}": args.baseline / "include", **servers}
-        running = {name: start_server(site, include) for name, include in servers.items()}
+        running = {}
+        for number, (name, include) in enumerate(servers.items()):
+            site = args.site or make_site(Path(tmp), include, f"site{number}")
+            running[name] = start_server(site, include)
         try:
             paths = pick_paths(next(iter(running.values()))[1])
             figures = []
+            for repeat in range(args.repeat):
+                order = list(running.items())
+                for what, path in paths.items():
+                    for conc in args.concurrency:
+                        for name, (_, url) in order if repeat % 2 == 0 else order[::-1]:
+                            row = measure(url, path, conc, args.seconds)
+                            figures.append({"server": name, "object": what, "c": conc, "repeat": repeat,
+                                            **row})
+                            print(f"  run {repeat + 1}: {name} {what} c={conc}: {row['rps']:.0f} req/s, "
+                                  f"p99 {row['p99_ms']:.2f} ms", file=sys.stderr, flush=True)
             print(f"{'server':<40} {'object':<16} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-                  f"{'errors':>6}")
-            for what, path in paths.items():
+                  f"{'errors':>6}   (median of {args.repeat})")
+            for what in paths:
                 for conc in args.concurrency:
-                    for name, (_, url) in running.items():
-                        row = measure(url, path, conc, args.seconds)
-                        figures.append({"server": name, "object": what, "c": conc, **row})
-                        print(f"{name:<40} {what:<16} {conc:>3} {row['rps']:>8.0f} "
-                              f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6.0f}",
-                              flush=True)
+                    for name in running:
+                        cell = [f for f in figures
+                                if (f["server"], f["object"], f["c"]) == (name, what, conc)]
+                        med = {k: statistics.median(float(f[k]) for f in cell)
+                               for k in ("rps", "p50_ms", "p99_ms")}
+                        errors = sum(float(f["errors"]) for f in cell)
+                        print(f"{name:<40} {what:<16} {conc:>3} {med['rps']:>8.0f} {med['p50_ms']:>8.2f} "
+                              f"{med['p99_ms']:>8.2f} {errors:>6.0f}", flush=True)
             if args.json:
                 args.json.write_text(json.dumps(figures, indent=1))
         finally:

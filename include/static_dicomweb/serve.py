@@ -76,8 +76,9 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _BAD_PERCENT = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 #: The longest key S3 holds, and the longest file name a file system holds (a key segment).
 MAX_KEY, MAX_SEGMENT = 1024, 255
-#: How much of a local object one write to the connection takes.
-CHUNK = 512 * 1024
+#: How much of a local object one write to the connection takes (a 512 x 512 x 16-bit frame and its
+#: multipart head in one).
+CHUNK = 1 << 20
 VIEWER = "/viewer"
 
 
