@@ -159,43 +159,50 @@ def check_json_model(obj: Any, key: str, report: Report, path: str = "") -> None
         where = f"{path}{tag}"
         if not _TAG.match(tag):
             report.error(key, f"{where}: not eight upper-case hex digits")
-            continue
-        if not isinstance(attr, dict) or attr.get("vr") not in ALL_VRS:
+        elif not isinstance(attr, dict) or attr.get("vr") not in ALL_VRS:
             report.error(key, f"{where}: missing or unknown vr")
-            continue
-        vr = attr["vr"]
-        present = [k for k in ("Value", "InlineBinary", "BulkDataURI") if k in attr]
-        if len(present) > 1:
-            report.error(key, f"{where}: has {' and '.join(present)}; at most one is allowed")
-        if "InlineBinary" in attr:
-            try:
-                base64.b64decode(attr["InlineBinary"], validate=True)
-            except (binascii.Error, TypeError):
-                report.error(key, f"{where}: InlineBinary is not base64")
-        if "BulkDataURI" in attr and not isinstance(attr["BulkDataURI"], str):
-            report.error(key, f"{where}: BulkDataURI is not a string")
-        values = attr.get("Value")
-        if values is None:
-            continue
-        if not isinstance(values, list):
-            report.error(key, f"{where}: Value is not an array")
-            continue
-        if vr in BINARY_VRS:
-            report.error(key, f"{where}: {vr} must use InlineBinary or BulkDataURI, not Value")
-        for index, value in enumerate(values):
-            if value is None:
-                continue
-            if vr == "PN":
-                if not isinstance(value, dict) or not set(value) <= {"Alphabetic", "Ideographic",
-                                                                     "Phonetic"}:
-                    report.error(key, f"{where}: PN value {index} is not a PersonName object")
-            elif vr in NUMBER_VRS:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    report.error(key, f"{where}: {vr} value {index} is {value!r}, not a number")
-            elif vr == "SQ":
-                check_json_model(value, key, report, f"{where}.{index}.")
-            elif not isinstance(value, str):
-                report.error(key, f"{where}: {vr} value {index} is not a string")
+        else:
+            _check_attribute(attr, where, key, report)
+
+
+def _check_attribute(attr: JsonDict, where: str, key: str, report: Report) -> None:
+    """One attribute: at most one of Value, InlineBinary, BulkDataURI, each well formed."""
+    vr = attr["vr"]
+    present = [k for k in ("Value", "InlineBinary", "BulkDataURI") if k in attr]
+    if len(present) > 1:
+        report.error(key, f"{where}: has {' and '.join(present)}; at most one is allowed")
+    if "InlineBinary" in attr:
+        try:
+            base64.b64decode(attr["InlineBinary"], validate=True)
+        except (binascii.Error, TypeError):
+            report.error(key, f"{where}: InlineBinary is not base64")
+    if "BulkDataURI" in attr and not isinstance(attr["BulkDataURI"], str):
+        report.error(key, f"{where}: BulkDataURI is not a string")
+    values = attr.get("Value")
+    if values is None:
+        return
+    if not isinstance(values, list):
+        report.error(key, f"{where}: Value is not an array")
+        return
+    if vr in BINARY_VRS:
+        report.error(key, f"{where}: {vr} must use InlineBinary or BulkDataURI, not Value")
+    for index, value in enumerate(values):
+        if value is not None:
+            _check_value(vr, value, where, index, key, report)
+
+
+def _check_value(vr: str, value: Any, where: str, index: int, key: str, report: Report) -> None:
+    """One element of a Value array: the JSON type its VR calls for (Annex F.2.3)."""
+    if vr == "PN":
+        if not isinstance(value, dict) or not set(value) <= {"Alphabetic", "Ideographic", "Phonetic"}:
+            report.error(key, f"{where}: PN value {index} is not a PersonName object")
+    elif vr in NUMBER_VRS:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            report.error(key, f"{where}: {vr} value {index} is {value!r}, not a number")
+    elif vr == "SQ":
+        check_json_model(value, key, report, f"{where}.{index}.")
+    elif not isinstance(value, str):
+        report.error(key, f"{where}: {vr} value {index} is not a string")
 
 
 def _check_required(row: JsonDict, attrs: tuple[tuple[str, str, bool], ...], computed: tuple[str, ...],
