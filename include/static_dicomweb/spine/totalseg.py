@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -33,7 +33,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 
-from static_dicomweb.convert import convert_files
+from static_dicomweb.convert import ConversionResult, convert_files
 from static_dicomweb.errors import InvalidUIDError, RejectedInstanceError
 from static_dicomweb.keys import validate_uid
 from static_dicomweb.pipeline import BatchResult
@@ -354,8 +354,23 @@ def import_totalseg(ct_series: Iterable[SeriesRef | str], store: Store, work_dir
     """
     started = time.perf_counter()
     labels = model_labels(model) if isinstance(model, str) else model
-    work = Path(work_dir)
     requested = list(ct_series)
+    index, source = _index_and_source(index, source)
+    refs = select_totalseg(requested, index=index if index is not None else _source_index(source),
+                           seg_index=seg_index)
+    candidates: dict[str, list[TotalSegRef]] = {}
+    for ref in refs:
+        candidates.setdefault(ref.seg.series_uid, []).append(ref)
+    run = _ImportRun(store, source, Path(work_dir), labels, fetch_missing_ct)
+    for seg_uid, seg_refs in sorted(candidates.items()):
+        run.import_seg(seg_uid, seg_refs)
+    run.skip_unserved(requested, refs)
+    result = convert_files(run.to_convert, store, profile=profile) if run.to_convert else None
+    return run.summary(result, started)
+
+
+def _index_and_source(index: Any, source: Source | None) -> tuple[Any, Source]:
+    """IDC's index and source of NLST unless given (imported only when needed)."""
     if index is None and source is None:
         from idc_index import IDCClient  # type: ignore[attr-defined]
 
@@ -364,56 +379,74 @@ def import_totalseg(ct_series: Iterable[SeriesRef | str], store: Store, work_dir
         from static_dicomweb.sources.idc import IdcSource
 
         source = IdcSource("nlst", index=index)
-    refs = select_totalseg(requested, index=index if index is not None else _source_index(source),
-                           seg_index=seg_index)
-    candidates: dict[str, list[TotalSegRef]] = {}
-    for ref in refs:
-        candidates.setdefault(ref.seg.series_uid, []).append(ref)
-    volumes: dict[str, SeriesVolume | str] = {}
-    to_convert: list[Path] = []
-    pending: list[tuple[ImportedSeg, Path]] = []
-    skipped: list[dict[str, str]] = []
-    for seg_uid, seg_refs in sorted(candidates.items()):
+    return index, source
+
+
+@dataclass
+class _ImportRun:
+    """What :func:`import_totalseg` gathers before it converts.
+
+    The SEGs mapped, the files to convert (a CT series the site lacks before the first new
+    SEG that needs it) and what was skipped, and why.
+    """
+
+    store: Store
+    source: Source
+    work: Path
+    labels: ModelLabels
+    fetch_missing_ct: bool
+    volumes: dict[str, SeriesVolume | str] = field(default_factory=dict)
+    to_convert: list[Path] = field(default_factory=list)
+    pending: list[tuple[ImportedSeg, Path]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def import_seg(self, seg_uid: str, seg_refs: list[TotalSegRef]) -> None:
+        """Download one SEG series and map each of its files onto the CT series it segments."""
         try:
-            files = source.fetch(seg_refs[0].seg, work / "totalseg")
+            files = self.source.fetch(seg_refs[0].seg, self.work / "totalseg")
         except RejectedInstanceError as exc:
-            skipped.append({"series": seg_uid, "reason": str(exc)})
-            continue
+            self.skipped.append({"series": seg_uid, "reason": str(exc)})
+            return
         for path in files:
-            ref_or_reason = _pick_ct(path, seg_refs)
-            if isinstance(ref_or_reason, str):
-                skipped.append({"series": seg_uid, "reason": ref_or_reason})
-                continue
-            volume = _volume(ref_or_reason, store, source, work, volumes, to_convert,
-                             fetch_missing_ct)
-            if isinstance(volume, str):
-                skipped.append({"series": seg_uid, "reason": volume})
-                continue
-            outcome = _map_file(path, volume, labels, ref_or_reason, work / "mapped")
+            outcome = self._map(path, seg_refs)
             if isinstance(outcome, str):
-                skipped.append({"series": seg_uid, "reason": outcome})
+                self.skipped.append({"series": seg_uid, "reason": outcome})
             else:
-                pending.append(outcome)
-                to_convert.append(outcome[1])
-    served = {entry["ct_series"] for entry, _ in pending}
-    for item in requested:
-        uid = item.series_uid if isinstance(item, SeriesRef) else str(item)
-        if uid in served:
-            continue
-        listed = any(ref.ct.series_uid == uid for ref in refs)
-        skipped.append({"series": uid, "reason": "no TotalSegmentator SEG in the index"
-                        if not listed else "no TotalSegmentator SEG was imported for it"})
-    result = convert_files(to_convert, store, profile=profile) if to_convert else None
-    written = {w.sop for w in result.written} if result else set()
-    imported = [entry for entry, _ in pending if entry["seg_instance"] in written]
-    rejected = [{"path": r.path, "reason": r.reason} for r in result.rejected] if result else []
-    seconds = time.perf_counter() - started
-    log.info("TotalSegmentator import: %d SEGs imported, %d skipped, %d files rejected in %.1f s",
-             len(imported), len(skipped), len(rejected), seconds)
-    return {"instances": len(result.written) if result else 0,
-            "series": [[study, series] for study, series in result.touched()] if result else [],
-            "rejected": rejected, "seconds": round(seconds, 3),
-            "imported": imported, "skipped": skipped}
+                self.pending.append(outcome)
+                self.to_convert.append(outcome[1])
+
+    def _map(self, path: Path, seg_refs: list[TotalSegRef]) -> tuple[ImportedSeg, Path] | str:
+        ref = _pick_ct(path, seg_refs)
+        if isinstance(ref, str):
+            return ref
+        volume = _volume(ref, self.store, self.source, self.work, self.volumes, self.to_convert,
+                         self.fetch_missing_ct)
+        if isinstance(volume, str):
+            return volume
+        return _map_file(path, volume, self.labels, ref, self.work / "mapped")
+
+    def skip_unserved(self, requested: Iterable[SeriesRef | str], refs: Iterable[TotalSegRef]) -> None:
+        """Record each requested CT series that no imported SEG segments, and why."""
+        served = {entry["ct_series"] for entry, _ in self.pending}
+        listed = {ref.ct.series_uid for ref in refs}
+        for item in requested:
+            uid = item.series_uid if isinstance(item, SeriesRef) else str(item)
+            if uid not in served:
+                self.skipped.append({"series": uid, "reason": "no TotalSegmentator SEG in the index"
+                                     if uid not in listed else "no TotalSegmentator SEG was imported for it"})
+
+    def summary(self, result: ConversionResult | None, started: float) -> ImportSummary:
+        """The import's summary, from the conversion of :attr:`to_convert` (None: nothing to convert)."""
+        written = {w.sop for w in result.written} if result else set()
+        imported = [entry for entry, _ in self.pending if entry["seg_instance"] in written]
+        rejected = [{"path": r.path, "reason": r.reason} for r in result.rejected] if result else []
+        seconds = time.perf_counter() - started
+        log.info("TotalSegmentator import: %d SEGs imported, %d skipped, %d files rejected in %.1f s",
+                 len(imported), len(self.skipped), len(rejected), seconds)
+        return {"instances": len(result.written) if result else 0,
+                "series": [[study, series] for study, series in result.touched()] if result else [],
+                "rejected": rejected, "seconds": round(seconds, 3),
+                "imported": imported, "skipped": self.skipped}
 
 
 def _pick_ct(path: Path, refs: list[TotalSegRef]) -> TotalSegRef | str:
