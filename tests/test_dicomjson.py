@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
+from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
 from pydicom.sequence import Sequence
@@ -459,3 +459,113 @@ def test_first() -> None:
     assert first(attrs, "00100010") == {"Alphabetic": "A"}
     assert first(attrs, "00100020", "none") == "none"
     assert first(attrs, "00100030") is None
+
+
+# -- the cache of repeated elements, on NLST-like headers ---------------------------------
+
+class _NoCache(dict[tuple[object, ...], JsonDict]):
+    """A cache that keeps nothing: every element goes through pydicom's conversion."""
+
+    def __setitem__(self, key: tuple[object, ...], value: JsonDict) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def realistic_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """NLST-like slices (bench/realistic.py): CTP's undefined lengths and defined ones, three
+    series each (the last Implicit VR), three slices a series, in series order."""
+    from .test_reader import load_realistic
+
+    out = tmp_path_factory.mktemp("realistic")
+    realistic = load_realistic()
+    paths: list[Path] = realistic.write_realistic(out / "ctp", series=3, slices=3, size=8, seed=1)
+    paths += realistic.write_realistic(out / "defined", series=3, slices=3, size=8, seed=2,
+                                       undefined_lengths=False)
+    return paths
+
+
+def _read(path: Path) -> Dataset:
+    from static_dicomweb.reader import read_instance
+
+    return read_instance(path, path.read_bytes()).dataset
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_cached_json_is_pydicoms_conversion(realistic_files: list[Path],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the cache warm (slices of the same series, pydicom's files twice), every data set
+    gives the JSON (and bulk data calls) of converting each element with pydicom, uncached.
+
+    On NLST-like headers (UN elements of known and unknown private creators, an Implicit VR
+    series, sequences of undefined and defined length, nested, UTF-8) and pydicom's test files.
+    """
+    sources: list[tuple[Path, bool]] = [(p, True) for p in realistic_files]
+    for name in sorted(get_testdata_files()):
+        sources += [(Path(name), False)] * 2
+    compared = 0
+    for path, ours in sources:
+        if ours:
+            def read(path: Path = path) -> Dataset:
+                return _read(path)
+        else:
+            def read(path: Path = path) -> Dataset:
+                return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        try:
+            read()
+        except Exception:  # pydicom's test files include broken ones on purpose
+            continue
+        cached_calls, reference_calls = Recorder(), Recorder()
+        try:
+            cached = encode(dataset_to_json(read(), cached_calls))
+        except Exception:  # a file that does not convert at all: not this test's
+            continue
+        with monkeypatch.context() as patch:
+            patch.setattr(dicomjson, "_CACHE", _NoCache())
+            reference = encode(dataset_to_json(read(), reference_calls))
+        assert cached == reference, path
+        assert cached_calls.calls == reference_calls.calls, path
+        compared += 1
+    assert compared > len(realistic_files) + 100
+
+
+def test_repeated_elements_of_realistic_headers_are_not_converted_again(
+        realistic_files: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """From a series' second slice on, pydicom converts only what changes from slice to slice.
+
+    UN elements, every element of the Implicit VR series and the elements of sequence items
+    repeat their bytes and come from the cache (sequences themselves are always walked).
+    """
+    converted: list[str] = []
+    element_to_json = dicomjson.element_to_json
+
+    def counting(elem: pydicom.DataElement, *args: object, **kwargs: object) -> JsonDict:
+        if elem.VR != "SQ":
+            converted.append(f"{elem.tag} {elem.VR}")
+        return element_to_json(elem, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dicomjson, "element_to_json", counting)
+    series: dict[Path, int] = {}
+    for path in realistic_files:
+        converted.clear()
+        out = dataset_to_json(_read(path))
+        series[path.parent] = series.get(path.parent, 0) + 1
+        if series[path.parent] > 1:
+            assert len(converted) <= 25, (path, len(out), converted)
+    assert len(series) == 6
+
+
+def test_un_element_cached_per_private_creator() -> None:
+    """The same UN bytes at the same tag under another creator: pydicom's VR, not the cached one.
+
+    A known creator's element gets its dictionary VR (here DS, a number); an unknown one's stays
+    UN (InlineBinary).
+    """
+    value = b"12.5"
+    known = explicit_le((0x00190010, "LO", b"GEMS_ACQU_01"), (0x00191024, "UN", value))
+    unknown = explicit_le((0x00190010, "LO", b"SOMEONE_ELSE"), (0x00191024, "UN", value))
+    for _ in range(2):
+        assert dataset_to_json(known)["00191024"] == {"vr": "DS", "Value": [12.5]}
+        assert dataset_to_json(unknown)["00191024"] == {
+            "vr": "UN", "InlineBinary": base64.b64encode(value).decode()}
+        known, unknown = (explicit_le((0x00190010, "LO", b"GEMS_ACQU_01"), (0x00191024, "UN", value)),
+                          explicit_le((0x00190010, "LO", b"SOMEONE_ELSE"), (0x00191024, "UN", value)))

@@ -10,6 +10,7 @@ byte for byte as ``InlineBinary`` (its undecoded value), never with U+FFFD.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import logging
@@ -18,11 +19,13 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from pydicom import config
 from pydicom.charset import CODES_TO_ENCODINGS, default_encoding, handled_encodings
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filewriter import correct_ambiguous_vr_element
+from pydicom.hooks import _private_vr_for_tag
 from pydicom.valuerep import PN_DELIMS, TEXT_VR_DELIMS, VR, PersonName
 
 log = logging.getLogger(__name__)
@@ -233,41 +236,101 @@ def undecodable(raw: RawDataElement, ds: Dataset) -> JsonDict | None:
     return {"vr": vr, "InlineBinary": base64.b64encode(value).decode("ascii")}
 
 
+def _charset_key(ds: Dataset, item: bool) -> Any:
+    """What decides how pydicom decodes the text of ``ds``'s raw elements, as a cache key.
+
+    At the top level, the stored (0008,0005) alone; in a sequence item, the
+    encodings it was read with and those it decodes with (its own
+    (0008,0005), or the ones inherited from the data set holding it).
+    """
+    charset = ds.get_item(0x00080005) if 0x00080005 in ds else None
+    charset_bytes = getattr(charset, "value", None)
+    if not isinstance(charset_bytes, (bytes, str, type(None))):  # decoded: a (multi-)value
+        charset_bytes = tuple(_values(charset_bytes))
+    if not item:
+        return charset_bytes
+    read, used = ds.original_character_set, ds._character_set
+    return ("item", charset_bytes, read if isinstance(read, str) else tuple(read),
+            used if isinstance(used, str) else tuple(used))
+
+
+def _creator(ds: Dataset, tag: int) -> Any:
+    """The stored value of a private element's creator (its VR comes from it), else None."""
+    if not tag >> 16 & 1 or tag & 0xFF00 == 0:
+        return None
+    creator = ds.get_item(tag & 0xFFFF0000 | (tag & 0xFF00) >> 8)
+    value = getattr(creator, "value", None)
+    return value if isinstance(value, (bytes, str, type(None))) else tuple(_values(value))
+
+
+def _plain_lookup(raw: RawDataElement, ds: Dataset) -> bool:
+    """Whether the VR pydicom looks up for ``raw`` (implicit VR or UN) is one VR, not ambiguous.
+
+    The lookup of pydicom's ``raw_element_vr`` hook, without its warning for
+    an unknown tag (the conversion gives it).  An ambiguous VR (``US or SS``)
+    is resolved from other elements of the data set, which a cache key of the
+    element's own bytes does not hold.
+    """
+    tag, vr = raw.tag, raw.VR
+    if vr is None:
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:  # UL for a group length, else UN
+            vr = _private_vr_for_tag(ds, tag) if tag.is_private else "UN"
+    elif vr == "UN" and config.replace_un_with_known_vr:
+        if tag.is_private:
+            vr = _private_vr_for_tag(ds, tag)
+        elif raw.value is None or len(raw.value) < 0xFFFF:
+            with contextlib.suppress(KeyError):
+                vr = dictionary_VR(tag)
+    return " or " not in vr
+
+
 def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = "",
                     inline_limit: int = INLINE_BINARY_LIMIT) -> JsonDict:
     """A dataset as a DICOM JSON object, keys in tag order.
 
     Group length elements (gggg,0000) are left out, as PS3.18 F.2 asks.
     Elements still undecoded whose encoded bytes were seen before (most of a
-    series' attributes repeat from slice to slice) reuse the JSON made then;
-    binary, sequence and ambiguous-VR elements are always converted.  The
-    attribute objects may be shared between results: treat them as read-only.
+    series' attributes repeat from slice to slice) reuse the JSON made then,
+    in sequence items too: the key holds the tag, the bytes, the byte order
+    and the character sets they are decoded with, and for an element whose
+    VR pydicom looks up (implicit VR, UN) its private creator and whether it
+    is inlined.  Binary elements of a stored binary VR, sequences, bulk data
+    and ambiguous VRs are always converted.  The attribute objects may be
+    shared between results: treat them as read-only.
     """
     out: JsonDict = {}
-    charset = ds.get_item(0x00080005) if 0x00080005 in ds else None
-    charset_bytes = getattr(charset, "value", None)
-    if not isinstance(charset_bytes, (bytes, str, type(None))):  # decoded: a (multi-)value
-        charset_bytes = tuple(_values(charset_bytes))
-    # only top-level elements are cached: items of a sequence inherit their parent's charset
-    cacheable = not prefix
+    charset = _charset_key(ds, bool(prefix))
     # the elements as stored (undecoded ones stay so), by tag number (plain ints compare fast)
     for tag, raw in sorted(zip(map(int, ds.keys()), ds.values(), strict=True)):
         if not tag & 0xFFFF:
             continue
         key = _TAG_KEYS.get(tag) or _tag_key(tag)
-        cache_key = None
-        if (cacheable and isinstance(raw, RawDataElement) and raw.VR in _CACHED_VRS
-                and raw.value is not None):
-            cache_key = (tag, raw.VR, raw.value, raw.is_little_endian, charset_bytes)
-            cached = _CACHE.get(cache_key)
-            if cached is not None:
-                out[key] = cached
-                continue
+        cache_key: tuple[Any, ...] | None = None
+        looked_up = False  # the VR is pydicom's lookup (implicit VR or UN), not the stored one
+        if isinstance(raw, RawDataElement) and raw.value is not None:
+            vr = raw.VR
+            if vr in _CACHED_VRS:
+                cache_key = (tag, vr, raw.value, raw.is_little_endian, charset)
+            elif vr is None or vr == "UN":
+                looked_up = True
+                cache_key = (tag, vr, raw.value, raw.is_little_endian, charset,
+                             _creator(ds, tag), bulk is None or len(raw.value) <= inline_limit)
+            if cache_key is not None:
+                cached = _CACHE.get(cache_key)
+                if cached is not None:
+                    out[key] = cached
+                    continue
+                if looked_up and not _plain_lookup(raw, ds):
+                    cache_key = None
         attr = None
         if isinstance(raw, RawDataElement) and raw.value:
             attr = undecodable(raw, ds)
         if attr is None:
             attr = element_to_json(ds[tag], ds, prefix + key.lower(), bulk, inline_limit)
+        if cache_key is not None and looked_up and (attr["vr"] == "SQ" or "BulkDataURI" in attr):
+            cache_key = None  # a sequence made from UN bytes, or bulk data named by its path
         if cache_key is not None:
             if len(_CACHE) >= _CACHE_LIMIT:
                 _CACHE.clear()
