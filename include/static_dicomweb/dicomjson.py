@@ -244,9 +244,7 @@ def _charset_key(ds: Dataset, item: bool) -> Any:
     (0008,0005), or the ones inherited from the data set holding it).
     """
     charset = ds.get_item(0x00080005) if 0x00080005 in ds else None
-    charset_bytes = getattr(charset, "value", None)
-    if not isinstance(charset_bytes, (bytes, str, type(None))):  # decoded: a (multi-)value
-        charset_bytes = tuple(_values(charset_bytes))
+    charset_bytes = _stored(getattr(charset, "value", None))  # decoded: a (multi-)value
     if not item:
         return charset_bytes
     read, used = ds.original_character_set, ds._character_set
@@ -254,13 +252,19 @@ def _charset_key(ds: Dataset, item: bool) -> Any:
             used if isinstance(used, str) else tuple(used))
 
 
-def _creator(ds: Dataset, tag: int) -> Any:
-    """The stored value of a private element's creator (its VR comes from it), else None."""
+def _stored(value: Any) -> Any:
+    """An element's stored value as part of a cache key (a decoded multi-value as a tuple)."""
+    return value if isinstance(value, (bytes, str, type(None))) else tuple(_values(value))
+
+
+def _creator(creators: dict[int, Any], tag: int) -> Any:
+    """The stored value of a private element's creator (its VR comes from it), else None.
+
+    ``creators``: the stored values of the data set's private creator elements by tag.
+    """
     if not tag >> 16 & 1 or tag & 0xFF00 == 0:
         return None
-    creator = ds.get_item(tag & 0xFFFF0000 | (tag & 0xFF00) >> 8)
-    value = getattr(creator, "value", None)
-    return value if isinstance(value, (bytes, str, type(None))) else tuple(_values(value))
+    return creators.get(tag & 0xFFFF0000 | (tag & 0xFF00) >> 8)
 
 
 def _plain_lookup(raw: RawDataElement, ds: Dataset) -> bool:
@@ -302,11 +306,15 @@ def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = 
     """
     out: JsonDict = {}
     charset = _charset_key(ds, bool(prefix))
+    # private creators as stored, gathered on the way: in tag order each precedes its block
+    creators: dict[int, Any] = {}
     # the elements as stored (undecoded ones stay so), by tag number (plain ints compare fast)
     for tag, raw in sorted(zip(map(int, ds.keys()), ds.values(), strict=True)):
         if not tag & 0xFFFF:
             continue
         key = _TAG_KEYS.get(tag) or _tag_key(tag)
+        if tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
+            creators[tag] = _stored(raw.value)
         cache_key: tuple[Any, ...] | None = None
         looked_up = False  # the VR is pydicom's lookup (implicit VR or UN), not the stored one
         if isinstance(raw, RawDataElement) and raw.value is not None:
@@ -316,7 +324,7 @@ def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = 
             elif vr is None or vr == "UN":
                 looked_up = True
                 cache_key = (tag, vr, raw.value, raw.is_little_endian, charset,
-                             _creator(ds, tag), bulk is None or len(raw.value) <= inline_limit)
+                             _creator(creators, tag), bulk is None or len(raw.value) <= inline_limit)
             if cache_key is not None:
                 cached = _CACHE.get(cache_key)
                 if cached is not None:
