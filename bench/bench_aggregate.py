@@ -30,16 +30,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from static_dicomweb import keys
-from static_dicomweb.aggregate import (
-    LOCAL_WRITE_THREADS,
-    Writer,
-    _put_json,
-    aggregate_roots,
-    write_manifest,
-)
+from static_dicomweb.aggregate import _put_json, aggregate_roots, write_manifest
 from static_dicomweb.profiles import get_profile
 from static_dicomweb.qido import series_row, study_row
 from static_dicomweb.store import LocalStore
+from static_dicomweb.writer import LOCAL_WRITE_THREADS, Writer
 
 TEMPLATE = {
     "00080005": {"vr": "CS", "Value": ["ISO_IR 100"]},

@@ -1,4 +1,4 @@
-"""Tests for writes run in child processes (static_dicomweb.offload, aggregate.Writer)."""
+"""Tests for writes run in child processes (static_dicomweb.offload, writer.Writer)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from static_dicomweb import aggregate, keys
-from static_dicomweb.aggregate import OFFLOAD_AFTER, Writer, _put_json, aggregate_roots
+from static_dicomweb import answers, keys
+from static_dicomweb.aggregate import _put_json, aggregate_roots
 from static_dicomweb.errors import KeyNotFoundError, RejectedInstanceError, StoreError
 from static_dicomweb.offload import ChildWriter, _portable
 from static_dicomweb.qido import study_row
 from static_dicomweb.store import LocalStore, Slice
+from static_dicomweb.writer import OFFLOAD_AFTER, Writer
 
 from .test_queries import _series_rows, _tree
 
@@ -32,7 +33,7 @@ def _build(store: LocalStore, offload: bool) -> None:
 def test_child_processes_write_what_this_process_writes(tmp_path: Path, large: int,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     # with 50, the roots' answers and pages are written in this process, the rest in children
-    monkeypatch.setattr(aggregate, "LARGE_GROUP", large)
+    monkeypatch.setattr(answers, "LARGE_GROUP", large)
     inline, offloaded = LocalStore(tmp_path / "inline"), LocalStore(tmp_path / "offloaded")
     _build(inline, offload=False)
     _build(offloaded, offload=True)

@@ -14,10 +14,11 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 
 from static_dicomweb import keys, routing
-from static_dicomweb.aggregate import Writer, _put_json, aggregate_roots
+from static_dicomweb.aggregate import _put_json, aggregate_roots
 from static_dicomweb.qido import series_row, study_row
 from static_dicomweb.routing import EMPTY_KEY, edge_function, route
 from static_dicomweb.store import LocalStore, Piece
+from static_dicomweb.writer import Writer
 
 from .conftest import sample_files
 

@@ -131,11 +131,11 @@ def test_a_killed_writers_multipart_upload_is_aborted_by_the_next(moto_endpoint:
 
 
 def _convert_series(url: str, endpoint: str, folder: Path, me: str, flags: Path) -> None:
-    import static_dicomweb.aggregate as aggregate
+    import static_dicomweb.roots as roots
     from static_dicomweb.convert import convert
 
     if me == "a":  # A has read the root indexes, then waits for B to be about to aggregate
-        original = aggregate._root_lines
+        original = roots.root_lines
 
         def root_lines(store: Any, name: str) -> list[bytes]:
             lines = original(store, name)
@@ -144,7 +144,7 @@ def _convert_series(url: str, endpoint: str, folder: Path, me: str, flags: Path)
                 time.sleep(PAUSE)
             return lines
 
-        aggregate._root_lines = root_lines  # type: ignore[assignment]
+        roots.root_lines = root_lines  # type: ignore[assignment]
     else:
         _wait_for(flags / "a-converted")
         S3Store.lock = _announcing_lock(flags / "b-trying")  # type: ignore[method-assign]
