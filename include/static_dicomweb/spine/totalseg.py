@@ -18,6 +18,7 @@ SEG into the site next to its CT series (:func:`import_totalseg`).
 
 from __future__ import annotations
 
+import datetime
 import io
 import logging
 import re
@@ -154,6 +155,36 @@ def _segmented(seg_index: Any) -> dict[str, str]:
             and r.get("segmented_SeriesInstanceUID")}
 
 
+def _valid_series_uids(ct_series: Iterable[SeriesRef | str]) -> set[str]:
+    """The requested CT Series Instance UIDs that are valid UIDs (the others logged and skipped)."""
+    wanted: set[str] = set()
+    for item in ct_series:
+        try:
+            wanted.add(validate_uid(item.series_uid if isinstance(item, SeriesRef) else item,
+                                    what="SeriesInstanceUID"))
+        except InvalidUIDError as exc:
+            log.warning("CT series skipped: %s", exc)
+    return wanted
+
+
+def _link(seg: Mapping[str, Any], ct: Mapping[str, Any], exact: Mapping[str, str]) -> str | None:
+    """How an index row of a SEG is linked to a CT series' row, or None when it is not.
+
+    By ``seg_index``'s ``segmented_SeriesInstanceUID`` where it names the SEG, else by
+    series number: the SEG's description names the CT's, or its number is 100 times it.
+    """
+    seg_uid = str(seg["SeriesInstanceUID"])
+    if seg_uid in exact:
+        return "segmented_SeriesInstanceUID" if exact[seg_uid] == str(ct["SeriesInstanceUID"]) else None
+    number = _series_number(ct.get("SeriesNumber"))
+    if number is None:
+        return None
+    match = _SERIES_OF.search(str(seg.get("SeriesDescription", "") or ""))
+    by_description = match is not None and _series_number(match[1]) == number
+    by_number = _series_number(seg.get("SeriesNumber")) == 100 * number
+    return "SeriesNumber" if by_description or by_number else None
+
+
 def select_totalseg(ct_series: Iterable[SeriesRef | str], *, index: Any = None,
                     seg_index: Any = None) -> list[TotalSegRef]:
     """The TotalSegmentator SEG series of given CT series, from IDC's offline index.
@@ -181,44 +212,26 @@ def select_totalseg(ct_series: Iterable[SeriesRef | str], *, index: Any = None,
         whose Referenced Series Sequence names the CT series.
 
     """
-    wanted: dict[str, SeriesRef | None] = {}
-    for item in ct_series:
-        try:
-            uid = validate_uid(item.series_uid if isinstance(item, SeriesRef) else item,
-                               what="SeriesInstanceUID")
-        except InvalidUIDError as exc:
-            log.warning("CT series skipped: %s", exc)
-            continue
-        wanted[uid] = item if isinstance(item, SeriesRef) else None
+    wanted = _valid_series_uids(ct_series)
     if not wanted:
         return []
     if index is None:
         from idc_index import IDCClient  # type: ignore[attr-defined]
 
         index = IDCClient().index  # type: ignore[no-untyped-call]
-    ct_rows, seg_rows = _candidate_rows(index, set(wanted))
+    ct_rows, seg_rows = _candidate_rows(index, wanted)
     exact = _segmented(seg_index)
     by_study: dict[str, list[dict[str, Any]]] = {}
     for row in seg_rows:
         by_study.setdefault(str(row["StudyInstanceUID"]), []).append(row)
     refs = []
     for ct in ct_rows:
-        ct_uid = str(ct["SeriesInstanceUID"])
         ct_ref = _ref(ct)
-        number = _series_number(ct.get("SeriesNumber"))
         for seg in by_study.get(str(ct["StudyInstanceUID"]), []):
-            seg_uid = str(seg["SeriesInstanceUID"])
-            if seg_uid in exact:
-                if exact[seg_uid] == ct_uid:
-                    refs.append(TotalSegRef(_ref(seg), ct_ref, "segmented_SeriesInstanceUID"))
-                continue
-            match = _SERIES_OF.search(str(seg.get("SeriesDescription", "") or ""))
-            by_description = match is not None and _series_number(match[1]) == number
-            seg_number = _series_number(seg.get("SeriesNumber"))
-            by_number = number is not None and seg_number == 100 * number
-            if number is not None and (by_description or by_number):
-                refs.append(TotalSegRef(_ref(seg), ct_ref, "SeriesNumber"))
-    missing = sorted(set(wanted) - {str(r["SeriesInstanceUID"]) for r in ct_rows})
+            link = _link(seg, ct, exact)
+            if link is not None:
+                refs.append(TotalSegRef(_ref(seg), ct_ref, link))
+    missing = sorted(wanted - {str(r["SeriesInstanceUID"]) for r in ct_rows})
     if missing:
         log.info("%d CT series are not in the index (e.g. %s)", len(missing), missing[0])
     refs.sort(key=lambda r: (r.ct.series_uid, r.seg.series_uid))
@@ -246,34 +259,43 @@ def map_totalseg_levels(seg_ds: Dataset, volume: SeriesVolume, model: ModelLabel
         raise SegmentationError(name or seg_name(seg_ds),
                                 f"has no vertebra segments (its segments: {', '.join(texts[:12])}"
                                 f"{', ...' if len(texts) > 12 else ''})")
-    levels = label_volume(seg_ds, volume, _ALL_LEVELS, name=name)
-    lut = np.zeros(256, dtype=np.uint8)
-    names = {value: level for level, value in _ALL_LEVELS.items()}
-    for value, level in names.items():
-        lut[value] = label_value(level, model) or 0
-    found = [names[int(v)] for v in np.unique(levels) if int(v)]
-    values: npt.NDArray[np.uint8] = lut[levels]
+    values, found = _model_values(label_volume(seg_ds, volume, _ALL_LEVELS, name=name), model)
     if not values.any():
         raise SegmentationError(name or seg_name(seg_ds),
                                 f"none of its vertebrae ({', '.join(found) or 'no voxels'}) is a "
                                 f"label of the model ({', '.join(model)})")
     algorithm, version = _algorithm(seg_ds)
     source_description = str(seg_ds.get("SeriesDescription", "") or algorithm)
-    content = None
-    if seg_ds.get("ContentDate"):
-        from datetime import datetime
-
-        stamp = str(seg_ds.ContentDate)[:8] + str(seg_ds.get("ContentTime", "") or "000000")[:6]
-        try:
-            content = datetime.strptime(stamp.ljust(14, "0"), "%Y%m%d%H%M%S")
-        except ValueError:
-            content = None
     out = write_seg(volume, values, model,
                     series_description=f"Vertebrae from {source_description}"[:64],
                     algorithm_name=algorithm, algorithm_version=version,
                     content_description="TotalSegmentator vertebrae, numbered by model label",
-                    content_datetime=content, uid_parts=(str(seg_ds.get("SOPInstanceUID", "")),))
+                    content_datetime=_content_datetime(seg_ds),
+                    uid_parts=(str(seg_ds.get("SOPInstanceUID", "")),))
     return out, found
+
+
+def _model_values(levels: npt.NDArray[np.uint8],
+                  model: ModelLabels) -> tuple[npt.NDArray[np.uint8], list[str]]:
+    """Voxels labelled by vertebra (:data:`_ALL_LEVELS`) as the model's values; the levels seen."""
+    lut = np.zeros(256, dtype=np.uint8)
+    names = {value: level for level, value in _ALL_LEVELS.items()}
+    for value, level in names.items():
+        lut[value] = label_value(level, model) or 0
+    found = [names[int(v)] for v in np.unique(levels) if int(v)]
+    values: npt.NDArray[np.uint8] = lut[levels]
+    return values, found
+
+
+def _content_datetime(seg_ds: Dataset) -> datetime.datetime | None:
+    """The source SEG's (0008,0023) Content Date and (0008,0033) Time, where they parse."""
+    if not seg_ds.get("ContentDate"):
+        return None
+    stamp = str(seg_ds.ContentDate)[:8] + str(seg_ds.get("ContentTime", "") or "000000")[:6]
+    try:
+        return datetime.datetime.strptime(stamp.ljust(14, "0"), "%Y%m%d%H%M%S")
+    except ValueError:
+        return None
 
 
 def map_totalseg(seg_ds: Dataset, volume: SeriesVolume, model_labels: ModelLabels, *,
