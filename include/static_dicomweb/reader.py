@@ -22,13 +22,14 @@ import numpy as np
 from pydicom import config, dcmread
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.datadict import _dictionary_vr_fast
-from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
+from pydicom.dataelem import DataElement, RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_sequence
 from pydicom.filewriter import dcmwrite
 from pydicom.pixels.decoders.base import get_decoder
+from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag
 from pydicom.uid import UID
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, VR
@@ -398,6 +399,7 @@ _IMPLICIT = struct.Struct("<HHL")
 _LENGTH = struct.Struct("<L")
 _PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 _TRANSFER_SYNTAX = BaseTag(0x00020010)
+_CHARSET = BaseTag(0x00080005)
 _ElementMap = dict[BaseTag, RawDataElement | DataElement]
 
 
@@ -461,19 +463,22 @@ def _base_tag(tag: int) -> BaseTag:
     return _BASE_TAGS[tag]
 
 
-def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
-                  file_meta: bool) -> tuple[_ElementMap, int] | None:
+def _raw_elements(raw: bytes, pos: int, *, implicit: bool, file_meta: bool, item: bool = False,
+                  item_end: int | None = None,
+                  encoding: str | list[str] = default_encoding) -> tuple[_ElementMap, int] | None:
     """Undecoded elements from ``pos`` to the end of group 2 (``file_meta``) or the pixel data.
 
-    None when an element is not plain (see :func:`_read_header`).
+    With ``item``, those of a sequence item: up to ``item_end`` (an item of
+    defined length), else to its item delimitation item (read too), its text
+    in the ``encoding`` it inherits.  None when an element is not plain (see
+    :func:`_read_header`).
     """
     elements: _ElementMap = {}
-    end = len(raw)
+    end = len(raw) if item_end is None else item_end
     explicit_at, implicit_at, length_at = (_EXPLICIT.unpack_from, _IMPLICIT.unpack_from,
                                            _LENGTH.unpack_from)
     names, long_vrs, new, tags = _VR_NAMES, _LONG_VRS, tuple.__new__, _BASE_TAGS
     vr: str | None = None
-    encoding: str | list[str] = default_encoding
     while pos < end:
         if pos + 8 > end:  # a cut element header: pydicom decides what that is
             return None
@@ -482,7 +487,10 @@ def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
         else:
             group, number, code, length = explicit_at(raw, pos)
         tag = group << 16 | number
-        if (group != 2) if file_meta else (tag in _PIXEL_TAGS):
+        if item:
+            if tag == 0xFFFEE00D:  # the item delimitation item
+                return (elements, pos + 8) if item_end is None else None
+        elif (group != 2) if file_meta else (tag in _PIXEL_TAGS):
             break
         start = pos + 8
         if not implicit:
@@ -510,7 +518,55 @@ def _raw_elements(raw: bytes, pos: int, *, implicit: bool,
         elements[base] = new(RawDataElement, (base, vr, length, value, start, implicit, True, True,
                                               False))
         pos = start + length
+    if item and item_end is None:  # no item delimitation item before the end
+        return None
     return elements, pos
+
+
+def _sequence_items(raw: bytes, pos: int, implicit: bool,
+                    encoding: str | list[str]) -> tuple[Sequence, int] | None:
+    """The items of a sequence of undefined length from ``pos``, as pydicom's ``read_sequence``.
+
+    Each item a ``Dataset`` of raw elements with the encodings, flags and
+    offsets pydicom gives it.  None for anything unusual (an item that is
+    empty or switches VR, an element not plain, no delimitation item), which
+    pydicom then reads.  Returns the sequence and the offset after its
+    sequence delimitation item.
+    """
+    items: list[Dataset] = []
+    while True:
+        if pos + 14 > len(raw):
+            return None
+        group, number, length = _IMPLICIT.unpack_from(raw, pos)
+        tag = group << 16 | number
+        if tag == 0xFFFEE0DD:
+            break
+        first = _TAG.unpack_from(raw, pos + 8)
+        b0, b1 = raw[pos + 12], raw[pos + 13]
+        if (tag != 0xFFFEE000 or length == 0 or first == (0xFFFE, 0xE00D)
+                or (not implicit and not (0x40 < b0 < 0x5B and 0x40 < b1 < 0x5B))):
+            return None
+        parsed = _raw_elements(raw, pos + 8, implicit=implicit, file_meta=False, item=True,
+                               item_end=None if length == 0xFFFFFFFF else pos + 8 + length,
+                               encoding=encoding)
+        if parsed is None:
+            return None
+        elements, end = parsed
+        # as pydicom's read_dataset: the item's own (0008,0005), else the inherited encoding
+        ds = Dataset(elements, parent_encoding=encoding)
+        charset = elements.get(_CHARSET)
+        if isinstance(charset, RawDataElement):
+            value = cast(str | list[str] | None, convert_raw_data_element(charset).value)
+            ds.set_original_encoding(implicit, True, convert_encodings(value))
+        else:
+            ds.set_original_encoding(implicit, True, encoding)
+        ds.is_undefined_length_sequence_item = length == 0xFFFFFFFF
+        ds.seq_item_tell = ds.file_tell = pos
+        items.append(ds)
+        pos = end
+    sequence = Sequence(items)
+    sequence.is_undefined_length = True
+    return sequence, pos + 8
 
 
 def _undefined_length_sequence(raw: bytes, tag: int, vr: str | None, start: int, implicit: bool,
@@ -536,14 +592,16 @@ def _undefined_length_sequence(raw: bytes, tag: int, vr: str | None, start: int,
                 vr = "SQ"
     if vr != "SQ":
         return None
-    fp = io.BytesIO(raw)
-    fp.seek(start)
-    try:
-        sequence = read_sequence(fp, implicit, True, 0xFFFFFFFF, encoding)
-    except Exception:  # whatever pydicom makes of bytes it cannot read, dcmread decides
-        return None
+    read = _sequence_items(raw, start, implicit, encoding)
+    if read is None:  # pydicom's own reading
+        fp = io.BytesIO(raw)
+        fp.seek(start)
+        try:
+            read = read_sequence(fp, implicit, True, 0xFFFFFFFF, encoding), fp.tell()
+        except Exception:  # whatever pydicom makes of bytes it cannot read, dcmread decides
+            return None
     base = _BASE_TAGS.get(tag) or _base_tag(tag)
-    return DataElement(base, vr, sequence, start, is_undefined_length=True), fp.tell()
+    return DataElement(base, vr, read[0], start, is_undefined_length=True), read[1]
 
 
 def _check_complete(ds: Dataset, name: str, has_pixel_view: bool) -> None:
