@@ -356,17 +356,7 @@ def write_seg(volume: SeriesVolume, labels_zyx: npt.NDArray[Any], model_labels: 
     from pydicom.sr.codedict import codes
 
     pairs = check_model_labels(model_labels)
-    labels = np.asarray(labels_zyx)
-    if labels.shape != volume.shape:
-        raise ValueError(f"labels are {labels.shape}, the volume {volume.shape}")
-    if not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_):
-        raise ValueError(f"labels must be integers, got {labels.dtype}")
-    present = {int(v) for v in np.unique(labels)}
-    unknown = present - {0} - {value for _, value in pairs}
-    if unknown:
-        raise ValueError(f"label values {sorted(unknown)} are not the model's "
-                         f"({', '.join(f'{n}={v}' for n, v in pairs)})")
-    labels = labels.astype(np.uint8)
+    labels = _checked_labels(labels_zyx, volume, pairs)
     algo_type = algorithm_type.upper()
     algorithm = None if algo_type == "MANUAL" else hd.AlgorithmIdentificationSequence(
         name=algorithm_name, family=codes.cid7162.ArtificialIntelligence,
@@ -403,22 +393,47 @@ def write_seg(volume: SeriesVolume, labels_zyx: npt.NDArray[Any], model_labels: 
         series_description=series_description,
         content_date=date, content_time=time, series_date=date, series_time=time,
     )
+    _set_creation_datetime(seg, date, time)
+    if not all_frames:
+        _add_end_frames(seg, volume)
+    _set_dimension_organization(seg, derived_uid("dimension-organization", *parts))
+    log.info("SEG %s of series %s: %d segments, %d frames, %d labelled voxels",
+             seg.SOPInstanceUID, volume.series_uid, len(pairs), int(seg.NumberOfFrames),
+             int(np.count_nonzero(labels)))
+    return seg
+
+
+def _checked_labels(labels_zyx: npt.NDArray[Any], volume: SeriesVolume,
+                    pairs: Sequence[tuple[str, int]]) -> npt.NDArray[np.uint8]:
+    """The labels as ``uint8``, once their shape is the volume's and every value the model's."""
+    labels = np.asarray(labels_zyx)
+    if labels.shape != volume.shape:
+        raise ValueError(f"labels are {labels.shape}, the volume {volume.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_):
+        raise ValueError(f"labels must be integers, got {labels.dtype}")
+    present = {int(v) for v in np.unique(labels)}
+    unknown = present - {0} - {value for _, value in pairs}
+    if unknown:
+        raise ValueError(f"label values {sorted(unknown)} are not the model's "
+                         f"({', '.join(f'{n}={v}' for n, v in pairs)})")
+    return labels.astype(np.uint8)
+
+
+def _set_creation_datetime(seg: Dataset, date: str, time: str) -> None:
+    """Instance creation and contribution date and time: the content's, so reruns give the same bytes."""
     seg.InstanceCreationDate = DA(date)
     seg.InstanceCreationTime = TM(time)
     for item in seg.get("ContributingEquipmentSequence", []):
         if "ContributionDateTime" in item:
             item.ContributionDateTime = date + time
-    if not all_frames:
-        _add_end_frames(seg, volume)
-    dimension_uid = derived_uid("dimension-organization", *parts)
+
+
+def _set_dimension_organization(seg: Dataset, uid: str) -> None:
+    """One derived Dimension Organization UID in place of highdicom's random one."""
     for item in seg.get("DimensionOrganizationSequence", []):
-        item.DimensionOrganizationUID = dimension_uid
+        item.DimensionOrganizationUID = uid
     for item in seg.get("DimensionIndexSequence", []):
-        item.DimensionOrganizationUID = dimension_uid
-    log.info("SEG %s of series %s: %d segments, %d frames, %d labelled voxels",
-             seg.SOPInstanceUID, volume.series_uid, len(pairs), int(seg.NumberOfFrames),
-             int(np.count_nonzero(labels)))
-    return seg
+        item.DimensionOrganizationUID = uid
 
 
 def _add_end_frames(seg: Dataset, volume: SeriesVolume) -> None:
@@ -450,16 +465,31 @@ def _add_end_frames(seg: Dataset, volume: SeriesVolume) -> None:
     bits = np.unpackbits(np.frombuffer(seg.PixelData, dtype=np.uint8), bitorder="little")
     frames = list(bits[:len(items) * frame_bits].reshape(len(items), frame_bits))
     for z in missing:
-        item = copy.deepcopy(items[0])
-        if "SegmentIdentificationSequence" in item:  # (in the shared groups for one segment)
-            item.SegmentIdentificationSequence[0].ReferencedSegmentNumber = 1
-        item.PlanePositionSequence[0].ImagePositionPatient = volume.headers[z].ImagePositionPatient
-        source = item.DerivationImageSequence[0].SourceImageSequence[0]
-        source.ReferencedSOPInstanceUID = volume.sop_instance_uids[z]
-        source.ReferencedSOPClassUID = volume.headers[z].SOPClassUID
-        items.append(item)
+        items.append(_empty_frame_item(items[0], volume, z))
         frames.append(np.zeros(frame_bits, dtype=np.uint8))
-    distances = [distance(item) for item in items]
+    _renumber_positions(items, [distance(item) for item in items], descending)
+    order = sorted(range(len(items)),
+                   key=lambda i: tuple(int(v) for v in items[i].FrameContentSequence[0].DimensionIndexValues))
+    seg.PerFrameFunctionalGroupsSequence = [items[i] for i in order]
+    packed = np.packbits(np.concatenate([frames[i] for i in order]), bitorder="little").tobytes()
+    seg.PixelData = packed + b"\x00" * (len(packed) % 2)
+    seg.NumberOfFrames = len(items)
+
+
+def _empty_frame_item(model: Dataset, volume: SeriesVolume, z: int) -> Dataset:
+    """The functional groups of an empty frame of segment 1 on slice ``z``, from ``model``'s."""
+    item = copy.deepcopy(model)
+    if "SegmentIdentificationSequence" in item:  # (in the shared groups for one segment)
+        item.SegmentIdentificationSequence[0].ReferencedSegmentNumber = 1
+    item.PlanePositionSequence[0].ImagePositionPatient = volume.headers[z].ImagePositionPatient
+    source = item.DerivationImageSequence[0].SourceImageSequence[0]
+    source.ReferencedSOPInstanceUID = volume.sop_instance_uids[z]
+    source.ReferencedSOPClassUID = volume.headers[z].SOPClassUID
+    return item
+
+
+def _renumber_positions(items: Sequence[Dataset], distances: Sequence[float], descending: bool) -> None:
+    """Dimension index values: the segment, then the rank of the frame's position."""
     levels = sorted({round(d, 3) for d in distances}, reverse=descending)
     rank = {level: index for index, level in enumerate(levels, start=1)}
     for item, d in zip(items, distances, strict=True):
@@ -468,12 +498,6 @@ def _add_end_frames(seg: Dataset, volume: SeriesVolume) -> None:
             indices[0] = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         indices[-1] = rank[round(d, 3)]
         item.FrameContentSequence[0].DimensionIndexValues = indices
-    order = sorted(range(len(items)),
-                   key=lambda i: tuple(int(v) for v in items[i].FrameContentSequence[0].DimensionIndexValues))
-    seg.PerFrameFunctionalGroupsSequence = [items[i] for i in order]
-    packed = np.packbits(np.concatenate([frames[i] for i in order]), bitorder="little").tobytes()
-    seg.PixelData = packed + b"\x00" * (len(packed) % 2)
-    seg.NumberOfFrames = len(items)
 
 
 def _study_datetime(ds: Dataset) -> datetime:

@@ -236,6 +236,41 @@ def _floats(ds: Dataset, keyword: str, count: int, name: str) -> npt.NDArray[np.
     return out
 
 
+def _check_slice(ds: Dataset, name: str, series: str, size: tuple[int, int],
+                 orientation: npt.NDArray[np.float64], spacing_yx: npt.NDArray[np.float64]) -> None:
+    """That a slice belongs to the series and shares its size, orientation and pixel spacing."""
+    if str(ds.get("SeriesInstanceUID", "")) != series:
+        raise SeriesVolumeError(name, f"belongs to series {ds.get('SeriesInstanceUID')}, "
+                                      f"not {series}")
+    if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != size:
+        raise SeriesVolumeError(name, f"is {ds.get('Rows')}x{ds.get('Columns')}, the "
+                                      f"series {size[0]}x{size[1]}")
+    if not np.allclose(_floats(ds, "ImageOrientationPatient", 6, name), orientation,
+                       atol=GEOMETRY_TOLERANCE):
+        raise SeriesVolumeError(name, "its ImageOrientationPatient differs from the other "
+                                      "slices' (a localizer or a mixed series?)")
+    if not np.allclose(_floats(ds, "PixelSpacing", 2, name), spacing_yx,
+                       rtol=GEOMETRY_TOLERANCE):
+        raise SeriesVolumeError(name, "its PixelSpacing differs from the other slices'")
+
+
+def _slice_spacing(distances: Sequence[float], names: Sequence[str], first: Dataset,
+                   where: str) -> float:
+    """The spacing of sorted slices: the median step (two at one position are an error)."""
+    steps = np.diff(np.asarray(distances))
+    if steps.size and steps.min() < POSITION_TOLERANCE_MM:
+        at = int(np.argmin(steps))
+        raise SeriesVolumeError(names[at + 1], f"lies at the position of {names[at]} "
+                                               "(two slices at one position)")
+    if not steps.size:
+        return float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+    dz = float(np.median(steps))
+    if float(np.abs(steps - dz).max()) > 0.01 * dz:
+        log.warning("%s: slice spacing varies from %.3f to %.3f mm; using the median %.3f mm",
+                    where, steps.min(), steps.max(), dz)
+    return dz
+
+
 def _assemble(slices: Sequence[tuple[Dataset, npt.NDArray[Any], str]], where: str) -> SeriesVolume:
     first, _, first_name = slices[0]
     series = str(first.get("SeriesInstanceUID", ""))
@@ -249,35 +284,11 @@ def _assemble(slices: Sequence[tuple[Dataset, npt.NDArray[Any], str]], where: st
     normal /= np.linalg.norm(normal)
     entries = []
     for ds, pixels, name in slices:
-        if str(ds.get("SeriesInstanceUID", "")) != series:
-            raise SeriesVolumeError(name, f"belongs to series {ds.get('SeriesInstanceUID')}, "
-                                          f"not {series}")
-        if (int(ds.get("Rows", 0)), int(ds.get("Columns", 0))) != (rows, cols):
-            raise SeriesVolumeError(name, f"is {ds.get('Rows')}x{ds.get('Columns')}, the "
-                                          f"series {rows}x{cols}")
-        if not np.allclose(_floats(ds, "ImageOrientationPatient", 6, name), orientation,
-                           atol=GEOMETRY_TOLERANCE):
-            raise SeriesVolumeError(name, "its ImageOrientationPatient differs from the other "
-                                          "slices' (a localizer or a mixed series?)")
-        if not np.allclose(_floats(ds, "PixelSpacing", 2, name), spacing_yx,
-                           rtol=GEOMETRY_TOLERANCE):
-            raise SeriesVolumeError(name, "its PixelSpacing differs from the other slices'")
+        _check_slice(ds, name, series, (rows, cols), orientation, spacing_yx)
         position = _floats(ds, "ImagePositionPatient", 3, name)
         entries.append((float(position @ normal), position, ds, pixels, name))
     entries.sort(key=lambda e: e[0])
-    distances = np.asarray([e[0] for e in entries])
-    steps = np.diff(distances)
-    if steps.size and steps.min() < POSITION_TOLERANCE_MM:
-        at = int(np.argmin(steps))
-        raise SeriesVolumeError(entries[at + 1][4], f"lies at the position of {entries[at][4]} "
-                                                    "(two slices at one position)")
-    if steps.size:
-        dz = float(np.median(steps))
-        if float(np.abs(steps - dz).max()) > 0.01 * dz:
-            log.warning("%s: slice spacing varies from %.3f to %.3f mm; using the median %.3f mm",
-                        where, steps.min(), steps.max(), dz)
-    else:
-        dz = float(first.get("SpacingBetweenSlices") or first.get("SliceThickness") or 1.0)
+    dz = _slice_spacing([e[0] for e in entries], [e[4] for e in entries], first, where)
     hu = np.empty((len(entries), rows, cols), dtype=np.float32)
     for z, (_, _, ds, pixels, _) in enumerate(entries):
         hu[z] = apply_modality_lut(pixels, ds)
