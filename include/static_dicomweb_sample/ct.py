@@ -423,14 +423,8 @@ def vertebra_levels(
 
     Parameters
     ----------
-    slices : int
-        Number of axial slices (z).
-    rows : int
-        Image rows (y).
-    columns : int
-        Image columns (x).
-    seed : int, optional
-        Seed, as given to :func:`phantom_volume`.
+    slices, rows, columns, seed : int
+        As for :func:`spine_mask`.
     top_level : str, optional
         Level of the first vertebra (``"C1"`` .. ``"L5"``).
 
