@@ -418,33 +418,47 @@ def _settle_duplicates(result: ConversionResult, store: Store, profile: Profile)
             rivals.setdefault(rejected.sop, []).append(rejected)
     for sop in sorted(rivals):
         holders = [w for w in result.written if w.sop == sop]
-        if not any(w.claimed for w in holders):
-            continue  # the site held it before this run: never replaced
-        first_path = min([w.path for w in holders] + [r.path for r in rivals[sop]])
-        held = {w.path: w for w in holders}
-        kept = held.get(first_path, holders[0])
-        losers: list[str] = []
-        if first_path not in held:
-            try:
-                inst = read_instance(first_path)
-                kept = InstanceWriter(store, profile).replace(inst, holders[0])
-            except RejectedInstanceError as exc:  # it changed since: the holder stays
-                log.warning("%s: %s", first_path, exc.reason)
-            else:
-                log.warning("SOP Instance UID %s: %s is kept in the place of %s (first in path "
-                            "order)", sop, first_path, holders[0].path)
-                same = [r.path for r in rivals[sop] if r.sha256 == kept.sha256]
-                losers = [w.path for w in holders]
-                result.written = [w for w in result.written if w.sop != sop]
-                result.written += [replace(kept, path=path, claimed=path == first_path)
-                                   for path in same]
-        losers += [r.path for r in rivals[sop] if r.sha256 != kept.sha256]
-        reason = (f"SOP Instance UID {sop} is also in {kept.path}, with different content, "
-                  f"converted in this run to studies/{kept.study}/series/{kept.series}; of the "
-                  "files of one run that share an SOP Instance UID the first in path order is "
-                  "kept; not converted")
-        result.rejected = [r for r in result.rejected if r.sop != sop]
-        result.rejected += [Rejected(path, reason, sop) for path in losers]
+        if any(w.claimed for w in holders):  # else the site held it before this run: never replaced
+            _settle_uid(result, store, profile, sop, holders, rivals[sop])
+
+
+def _settle_uid(result: ConversionResult, store: Store, profile: Profile, sop: str,
+                holders: list[Written], rivals: list[Rejected]) -> None:
+    """One SOP Instance UID of :func:`_settle_duplicates`: keep the first path, reject the others."""
+    first_path = min([w.path for w in holders] + [r.path for r in rivals])
+    held = {w.path: w for w in holders}
+    kept = held.get(first_path, holders[0])
+    losers: list[str] = []
+    if first_path not in held:
+        kept, losers = _keep_first(result, store, profile, sop, first_path, holders, rivals)
+    losers += [r.path for r in rivals if r.sha256 != kept.sha256]
+    reason = (f"SOP Instance UID {sop} is also in {kept.path}, with different content, "
+              f"converted in this run to studies/{kept.study}/series/{kept.series}; of the "
+              "files of one run that share an SOP Instance UID the first in path order is "
+              "kept; not converted")
+    result.rejected = [r for r in result.rejected if r.sop != sop]
+    result.rejected += [Rejected(path, reason, sop) for path in losers]
+
+
+def _keep_first(result: ConversionResult, store: Store, profile: Profile, sop: str, first_path: str,
+                holders: list[Written], rivals: list[Rejected]) -> tuple[Written, list[str]]:
+    """Put the first file in path order in the place of the one that claimed the UID.
+
+    Returns the instance kept and the paths that lose to it; the holder stays (and nothing
+    loses yet) when the first file no longer converts.
+    """
+    try:
+        inst = read_instance(first_path)
+        kept = InstanceWriter(store, profile).replace(inst, holders[0])
+    except RejectedInstanceError as exc:  # it changed since: the holder stays
+        log.warning("%s: %s", first_path, exc.reason)
+        return holders[0], []
+    log.warning("SOP Instance UID %s: %s is kept in the place of %s (first in path "
+                "order)", sop, first_path, holders[0].path)
+    same = [r.path for r in rivals if r.sha256 == kept.sha256]
+    result.written = [w for w in result.written if w.sop != sop]
+    result.written += [replace(kept, path=path, claimed=path == first_path) for path in same]
+    return kept, [w.path for w in holders]
 
 
 def convert(inputs: Iterable[str | Path], store: Store, *, profile: str | Profile = "default",
