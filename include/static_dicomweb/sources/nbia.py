@@ -41,6 +41,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any, Final, TypeVar
@@ -180,6 +181,34 @@ class _BadArchiveError(Exception):
         self.error = error
 
 
+@dataclass(frozen=True)
+class _SeriesFilter:
+    """What :meth:`NbiaSource.list_series` keeps of NBIA's rows (None: anything)."""
+
+    collection: str  # case-folded
+    patients: set[str] | None  # case-folded, as NBIA compares them
+    uids: set[str] | None
+    modality: str | None
+    lower: datetime | None  # naive UTC, inclusive
+    upper: datetime | None  # naive UTC, exclusive
+
+    def keeps(self, row: Mapping[str, Any], ref: SeriesRef) -> bool:
+        """Whether a row (and the series it names) passes every filter."""
+        collection = row.get("Collection")
+        if collection is not None and str(collection).casefold() != self.collection:
+            return False
+        if self.patients is not None and ref.patient_id.casefold() not in self.patients:
+            return False
+        if self.uids is not None and ref.series_uid not in self.uids:
+            return False
+        if self.modality is not None and ref.modality != self.modality:
+            return False
+        changed = _changed_at(row)
+        return changed is None or not (
+            (self.lower is not None and changed < self.lower)
+            or (self.upper is not None and changed >= self.upper))
+
+
 class NbiaSource:
     """Series of one collection on an NBIA server (REST API v4), listed and downloaded.
 
@@ -308,31 +337,20 @@ class NbiaSource:
         """
         patients = _unique(patient_ids)
         uids = _unique(series_uids)
-        lower = _naive_utc(since) if since is not None else None
-        upper = _naive_utc(until) if until is not None else None
-        wanted_patients = {p.casefold() for p in patients} if patients is not None else None
-        wanted_uids = set(uids) if uids is not None else None
+        wanted = _SeriesFilter(
+            collection=self.collection.casefold(),
+            patients={p.casefold() for p in patients} if patients is not None else None,
+            uids=set(uids) if uids is not None else None,
+            modality=modality,
+            lower=_naive_utc(since) if since is not None else None,
+            upper=_naive_utc(until) if until is not None else None,
+        )
         seen: set[str] = set()
-        for row in self._rows(lower, patients, uids, modality):
+        for row in self._rows(wanted.lower, patients, uids, modality):
             ref = self._ref(row)
-            if ref is None or ref.series_uid in seen:
-                continue
-            collection = row.get("Collection")
-            if collection is not None and str(collection).casefold() != self.collection.casefold():
-                continue
-            if wanted_patients is not None and ref.patient_id.casefold() not in wanted_patients:
-                continue
-            if wanted_uids is not None and ref.series_uid not in wanted_uids:
-                continue
-            if modality is not None and ref.modality != modality:
-                continue
-            changed = _changed_at(row)
-            if changed is not None and (
-                (lower is not None and changed < lower) or (upper is not None and changed >= upper)
-            ):
-                continue
-            seen.add(ref.series_uid)
-            yield ref
+            if ref is not None and ref.series_uid not in seen and wanted.keeps(row, ref):
+                seen.add(ref.series_uid)
+                yield ref
 
     def _rows(self, since: datetime | None, patients: list[str] | None, uids: list[str] | None,
               modality: str | None) -> Iterator[dict[str, Any]]:
