@@ -31,3 +31,12 @@ def test_sagemaker_needs_an_s3_site(tmp_path: Path) -> None:
     dataset = {"folder": str(tmp_path / "data"), "model": "spine_cpu", "digest": "d" * 16}
     with pytest.raises(AirflowFailException, match="needs an s3:// destination"):
         training.sagemaker_config(dataset, {"destination": str(tmp_path / "site")}, "manual__1")
+
+
+def test_export_with_every_case_rejected_fails_without_retry(tmp_path: Path) -> None:
+    cases = [{"study": "1.2.3", "series": f"1.2.3.{n}", "seg_series": f"1.2.3.{n}0", "patient": f"P{n}",
+              "split": split} for n, split in ((1, "train"), (2, "heldout"))]
+    manifest = {"model": "spine_cpu", "cases": cases, "skipped": []}
+    params = {"destination": str(tmp_path / "site"), "work_dir": str(tmp_path / "work")}
+    with pytest.raises(AirflowFailException, match="nothing left to train on"):
+        training.export(manifest, params)

@@ -76,10 +76,10 @@ def export(manifest_json: dict[str, Any], params: dict[str, Any]) -> dict[str, A
     manifest = TrainingManifest.from_json(manifest_json)
     store = _store(params)
     folder = _work(params, manifest.model, manifest.digest, "data")
-    with permanent_errors_fail():
+    with permanent_errors_fail():  # the same site gives the same data set: a retry cannot help
         data = export_dataset(store, manifest, folder)
-    if not data["train"] or not data["heldout"]:
-        raise AirflowException(f"nothing left to train on or to hold out: {data['rejected']}")
+        if not data["train"] or not data["heldout"]:
+            raise PermanentError(f"nothing left to train on or to hold out: {data['rejected']}")
     out: dict[str, Any] = {"folder": str(folder), "model": manifest.model, "digest": manifest.digest,
                            "rejected": data["rejected"]}
     if params.get("backend") == "sagemaker":
