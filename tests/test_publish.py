@@ -60,6 +60,22 @@ def test_published_site_answers_every_key_like_the_folder(site_dir: Path, site_u
     assert dest.headers("_site/validation-report.json") is not None  # kept in the S3 site
 
 
+def test_serve_of_a_published_site_passes_the_strict_read_back(site_dir: Path, sample_dir: Path,
+                                                               moto_endpoint: str) -> None:  # noqa: F811
+    from static_dicomweb.serve import serve_in_thread
+
+    from .test_clients import check_site_round_trip
+
+    dest = public_bucket(moto_endpoint, "served")
+    publish(LocalStore(site_dir), dest)
+    server, url = serve_in_thread(dest.url, endpoint_url=moto_endpoint)
+    try:
+        check_site_round_trip(sample_dir, url)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_publish_resumes_and_deletes_only_when_asked(site_dir: Path, moto_endpoint: str) -> None:  # noqa: F811
     dest = public_bucket(moto_endpoint, "resumed")
     site = LocalStore(site_dir)
