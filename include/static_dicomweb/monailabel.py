@@ -66,7 +66,7 @@ class MonaiLabelClient:
                  session: requests.Session | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = session or _retrying_session()
         if auth:
             self.session.auth = auth
 
@@ -200,3 +200,22 @@ class MonaiLabelClient:
                 files={"label": (label.name, f)}, data={"params": json.dumps(params or {})},
                 timeout=max(self.timeout, 600.0))
         return result
+
+
+def _retrying_session() -> requests.Session:
+    """A session that retries idempotent requests whose connection failed.
+
+    MONAI Label's server (uvicorn) closes a keep-alive connection after 5 s idle;
+    a poll every 5 s can reuse one just as it closes and get a reset. A GET asked
+    again on a new connection is the same request, so it is retried; POSTs are not.
+    """
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
+    retry = Retry(total=3, connect=3, read=3, status=0, backoff_factor=0.5,
+                  allowed_methods=frozenset({"GET", "HEAD", "OPTIONS"}), raise_on_status=False)
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
