@@ -40,6 +40,7 @@ from static_dicomweb_sample import SampleSpec, generate_sample
 
 from . import test_queries
 from .test_clients import REAL_FILES, check_series_round_trip, check_site_round_trip
+from .test_serve import raw_request
 
 pytestmark = pytest.mark.integration
 
@@ -96,13 +97,7 @@ class Nginx:
 def raw(port: int, method: str, path: str, headers: dict[str, str] | None = None
         ) -> tuple[http.client.HTTPResponse, bytes]:
     """One request with the path sent exactly as given (no client normalisation)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    try:
-        conn.request(method, path, headers=headers or {})
-        response = conn.getresponse()
-        return response, response.read()
-    finally:
-        conn.close()
+    return raw_request("127.0.0.1", port, method, path, headers, timeout=60)
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from static_dicomweb.serve import serve_in_thread
 from static_dicomweb.store import LocalStore, open_store
 from static_dicomweb.validate import validate
 
 from .test_clients import check_site_round_trip
+from .test_s3 import assert_answers_alike
 
 pytestmark = pytest.mark.integration
 COMPARED = ("Content-Type", "Content-Encoding", "Cache-Control", "Content-Length")
@@ -63,24 +63,12 @@ COPIES: dict[str, Callable[[Path, Path], None]] = {
     "cp -r": _cp_r, "tar": _tar, "zip": _zip, "bytes only": _copyfile_only}
 
 
-def _raw(url: str) -> requests.Response:
-    resp = requests.get(url, stream=True, timeout=30)
-    resp.raw.decode_content = False
-    resp._content = resp.raw.read()  # the bytes as stored, gzip included
-    return resp
-
-
 def assert_serves_alike(copy: Path, original_url: str, sample_dir: Path) -> None:
     """``serve`` on ``copy`` passes the strict read-back and answers every key as the original."""
     server, url = serve_in_thread(str(copy))
     try:
         check_site_round_trip(sample_dir, url)
-        for key in LocalStore(copy).walk():
-            mine, theirs = _raw(f"{url}/{key}"), _raw(f"{original_url}/{key}")
-            assert mine.status_code == theirs.status_code == 200, key
-            assert mine.content == theirs.content, key
-            for name in COMPARED:
-                assert mine.headers.get(name) == theirs.headers.get(name), (key, name)
+        assert_answers_alike(url, original_url, sorted(LocalStore(copy).walk()), COMPARED)
     finally:
         server.shutdown()
         server.server_close()

@@ -15,7 +15,7 @@ from static_dicomweb.publish import WAVES, publish, wave_of
 from static_dicomweb.s3store import S3Store
 from static_dicomweb.store import LocalStore, open_store
 
-from .test_s3 import COMPARED_HEADERS, moto_endpoint, raw_get  # noqa: F401  (the moto server fixture)
+from .test_s3 import assert_answers_alike, moto_endpoint  # noqa: F401  (the moto server fixture)
 
 pytestmark = pytest.mark.integration
 EXE = str(Path(sys.executable).with_name("static-dicomweb"))
@@ -44,13 +44,7 @@ def test_published_site_answers_every_key_like_the_folder(site_dir: Path, site_u
     folder_keys = sorted(LocalStore(site_dir).walk())
     assert f"{len(folder_keys)} objects uploaded" in first.stderr
     assert sorted(dest.walk()) == folder_keys
-    base = f"{moto_endpoint}/{dest.bucket}/{dest.prefix}"
-    for key in folder_keys:
-        from_s3, from_folder = raw_get(f"{base}/{key}"), raw_get(f"{site_url}/{key}")
-        assert from_s3.status_code == from_folder.status_code == 200, key
-        assert from_s3.content == from_folder.content, key
-        for name in COMPARED_HEADERS:
-            assert from_s3.headers.get(name) == from_folder.headers.get(name), (key, name)
+    assert_answers_alike(f"{moto_endpoint}/{dest.bucket}/{dest.prefix}", site_url, folder_keys)
     again = cli("publish", str(site_dir), dest.url, endpoint=moto_endpoint)
     assert again.returncode == 0, again.stderr
     assert f"0 objects uploaded (0.0 MB), {len(folder_keys)} already there" in again.stderr

@@ -79,18 +79,22 @@ def raw_get(url: str) -> requests.Response:
     return resp
 
 
+def assert_answers_alike(base: str, reference: str, site_keys: list[str],
+                         headers: tuple[str, ...] = COMPARED_HEADERS) -> None:
+    """Every key answers 200 at ``base`` with the bytes (gzip as stored) and headers of ``reference``."""
+    for key in site_keys:
+        mine, theirs = raw_get(f"{base}/{key}"), raw_get(f"{reference}/{key}")
+        assert mine.status_code == theirs.status_code == 200, key
+        assert mine.content == theirs.content, key
+        for name in headers:
+            assert mine.headers.get(name) == theirs.headers.get(name), (key, name)
+
+
 def test_every_key_answers_alike_from_s3_and_folder(s3_site: S3Store, site_dir: Path,
                                                     site_url: str, moto_endpoint: str) -> None:
     folder_keys = sorted(LocalStore(site_dir).walk())
-    s3_keys = sorted(s3_site.walk())
-    assert s3_keys == folder_keys
-    base = f"{moto_endpoint}/{s3_site.bucket}/{s3_site.prefix}"
-    for key in s3_keys:
-        from_s3, from_folder = raw_get(f"{base}/{key}"), raw_get(f"{site_url}/{key}")
-        assert from_s3.status_code == from_folder.status_code == 200, key
-        assert from_s3.content == from_folder.content, key
-        for name in COMPARED_HEADERS:
-            assert from_s3.headers.get(name) == from_folder.headers.get(name), (key, name)
+    assert sorted(s3_site.walk()) == folder_keys
+    assert_answers_alike(f"{moto_endpoint}/{s3_site.bucket}/{s3_site.prefix}", site_url, folder_keys)
 
 
 def test_s3_site_validates_over_http(s3_site: S3Store, moto_endpoint: str) -> None:

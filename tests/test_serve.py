@@ -42,13 +42,19 @@ class Site:
     def raw(self, method: str, path: str, headers: dict[str, str] | None = None
             ) -> tuple[http.client.HTTPResponse, bytes]:
         """One request with the path sent exactly as given (no client normalisation)."""
-        conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-        try:
-            conn.request(method, path, headers=headers or {})
-            response = conn.getresponse()
-            return response, response.read()
-        finally:
-            conn.close()
+        return raw_request(self.host, self.port, method, path, headers)
+
+
+def raw_request(host: str, port: int, method: str, path: str, headers: dict[str, str] | None = None,
+                timeout: float = 10) -> tuple[http.client.HTTPResponse, bytes]:
+    """One request with the path sent exactly as given (no client normalisation)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path, headers=headers or {})
+        response = conn.getresponse()
+        return response, response.read()
+    finally:
+        conn.close()
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,17 @@ class Process:
         Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
 
+def served_url(proc: subprocess.Popen[bytes], log: Path) -> str:
+    """The base URL a ``serve`` process prints once it listens (up to a minute on a loaded machine)."""
+    for _ in range(600):
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/", log.read_text())
+        if match:
+            return match.group(1)
+        assert proc.poll() is None, log.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"serve printed no URL: {log.read_text()}")
+
+
 @pytest.fixture(scope="module")
 def served(site_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     """``static-dicomweb serve`` of a copy of the sample site, with STOW-RS on, in its own process."""
@@ -70,16 +81,7 @@ def served(site_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         proc = subprocess.Popen([sys.executable, "-m", "static_dicomweb", "serve", str(site),
                                  "--port", "0", "--stow-token", TOKEN], stderr=out)
     try:
-        url = None
-        for _ in range(600):  # up to a minute on a loaded machine
-            match = re.search(r"(http://127\.0\.0\.1:\d+)/", log.read_text())
-            if match:
-                url = match.group(1)
-                break
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.1)
-        assert url, log.read_text()
-        yield Process(proc, url, log)
+        yield Process(proc, served_url(proc, log), log)
     finally:
         proc.terminate()
         proc.wait(60)

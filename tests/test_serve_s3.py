@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,46 +16,18 @@ from static_dicomweb.s3store import S3Store
 from static_dicomweb.serve import serve_in_thread
 from static_dicomweb.store import LocalStore
 
+from .test_s3 import moto_endpoint  # noqa: F401  (the moto server fixture)
+from .test_serve_limits import served_url
 from .test_stow import TOKEN, multipart_body, new_series, part10
 
 pytestmark = pytest.mark.integration
 SITE = "s3://served-site/dicomweb"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """moto's S3 server on a free port, and credentials it takes."""
-    port = free_port()
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
-                             "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                            "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1")
-    try:
-        for _ in range(300):
-            try:
-                requests.get(url, timeout=2)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, "moto_server exited"
-                time.sleep(0.1)
-        yield url
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        proc.terminate()
-        proc.wait(30)
+def moto(moto_endpoint: str) -> str:  # noqa: F811
+    """moto's S3 server (test_s3's fixture), and credentials it takes."""
+    return moto_endpoint
 
 
 @pytest.fixture(scope="module")
@@ -137,15 +105,7 @@ def test_cli_serves_an_s3_site(s3_site: S3Store, moto: str, tmp_path: Path) -> N
         proc = subprocess.Popen([sys.executable, "-m", "static_dicomweb", "serve", SITE, "--endpoint-url",
                                  moto, "--port", "0"], stderr=out)
     try:
-        url = None
-        for _ in range(600):
-            match = re.search(r"(http://127\.0\.0\.1:\d+)/", log.read_text())
-            if match:
-                url = match.group(1)
-                break
-            assert proc.poll() is None, log.read_text()
-            time.sleep(0.1)
-        assert url, log.read_text()
+        url = served_url(proc, log)
         assert requests.get(f"{url}/studies", timeout=30).json()
     finally:
         proc.terminate()
