@@ -51,8 +51,9 @@ def test_rejections_give_exit_1_and_name_the_file(tmp_path: Path) -> None:
 
 def test_validate_fails_on_a_missing_site(tmp_path: Path) -> None:
     out = run("validate", str(tmp_path / "nothing"))
-    assert out.returncode == 1
-    assert "manifest" in out.stderr
+    assert out.returncode == 3  # nothing to validate is a failure, not a finding
+    assert "no such site" in out.stderr
+    assert not (tmp_path / "nothing").exists()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
