@@ -62,9 +62,8 @@ demo: $(STAMP) airflow-cfg
 	$(BIN)/static-dicomweb validate $(DEMO)/site
 	@echo
 	@echo "SITE: $(CURDIR)/$(DEMO)/site"
-	@echo "Serve it:  $(BIN)/static-dicomweb serve $(DEMO)/site --port $(PORT)   (or: make serve)"
-	@echo "Then open: http://127.0.0.1:$(PORT)/studies  (the DICOMweb root is http://127.0.0.1:$(PORT)/)"
-	@echo "VIEWER: http://127.0.0.1:$(PORT)/viewer/  (OHIF on the site: make view)"
+	@echo "View it:   make view, then open the VIEWER URL below (OHIF on the site)"
+	@echo "VIEWER: http://127.0.0.1:$(PORT)/viewer/  (the DICOMweb root for other clients is http://127.0.0.1:$(PORT)/)"
 
 serve: $(STAMP)
 	$(BIN)/static-dicomweb serve $(DEMO)/site --host 127.0.0.1 --port $(PORT)
