@@ -120,35 +120,51 @@ def ingest(store: Store, body: bytes | BinaryIO, content_type: str,
     stored: list[tuple[Written, str]] = []
     failed: list[JsonDict] = []
     for number, part in enumerate(parts, start=1):
-        name = f"<STOW-RS part {number}>"
         data = part.read(fh)
-        reason = None
-        try:
-            inst = read_instance(name, data)
-        except RejectedInstanceError as exc:
-            log.warning("STOW-RS: rejected %s: %s", name, exc.reason)
-            reason = CANNOT_UNDERSTAND
-        else:
-            if study and inst.study != study:
-                log.warning("STOW-RS: rejected %s: StudyInstanceUID %s is not %s", name, inst.study, study)
-                reason = STUDY_MISMATCH
-            else:
-                try:
-                    stored.append((writer.write(inst), inst.sop_class))
-                except ConflictError as exc:
-                    log.warning("STOW-RS: rejected %s: %s", name, exc.reason)
-                    reason = PROCESSING_FAILURE
-                except RejectedInstanceError as exc:
-                    log.warning("STOW-RS: rejected %s: %s", name, exc.reason)
-                    reason = CANNOT_UNDERSTAND
-        if reason is not None:
+        outcome = _store_part(writer, f"<STOW-RS part {number}>", data, study)
+        if isinstance(outcome, int):
             item = _failed_item(data)
-            item["00081197"] = {"vr": "US", "Value": [reason]}
+            item["00081197"] = {"vr": "US", "Value": [outcome]}
             failed.append(item)
+        else:
+            stored.append(outcome)
         del data  # one part in memory at a time
     if stored:
         touched = sorted({(w.study, w.series) for w, _ in stored})
         aggregate(store, touched, writer.profile, known={w.sop: (w.metadata, w.row) for w, _ in stored})
+    status = 200 if not failed else (202 if stored else 409)
+    return status, _response(study, stored, failed)
+
+
+def _store_part(writer: InstanceWriter, name: str, data: bytes,
+                study: str | None) -> tuple[Written, str] | int:
+    """Write one part; its written objects and SOP Class UID, or the PS3.18 failure reason.
+
+    The reason follows the exception's type: a
+    :class:`~static_dicomweb.errors.ConflictError` is 0x0110, any other
+    :class:`~static_dicomweb.errors.RejectedInstanceError` 0xC000.  Other
+    errors (a store that failed, perhaps for a moment) propagate.
+    """
+    try:
+        inst = read_instance(name, data)
+    except RejectedInstanceError as exc:
+        log.warning("STOW-RS: rejected %s: %s", name, exc.reason)
+        return CANNOT_UNDERSTAND
+    if study and inst.study != study:
+        log.warning("STOW-RS: rejected %s: StudyInstanceUID %s is not %s", name, inst.study, study)
+        return STUDY_MISMATCH
+    try:
+        return writer.write(inst), inst.sop_class
+    except ConflictError as exc:
+        log.warning("STOW-RS: rejected %s: %s", name, exc.reason)
+        return PROCESSING_FAILURE
+    except RejectedInstanceError as exc:
+        log.warning("STOW-RS: rejected %s: %s", name, exc.reason)
+        return CANNOT_UNDERSTAND
+
+
+def _response(study: str | None, stored: list[tuple[Written, str]], failed: list[JsonDict]) -> JsonDict:
+    """The PS3.18 Store Instances Response Module: retrieve URL, failed and referenced SOP sequences."""
     response: JsonDict = {}
     if study or stored:
         response["00081190"] = {"vr": "UR", "Value": [f"studies/{study or stored[0][0].study}"]}
@@ -159,8 +175,7 @@ def ingest(store: Store, body: bytes | BinaryIO, content_type: str,
             {**_item(sop_class, w.sop), "00081190": {
                 "vr": "UR", "Value": [keys.instance_prefix(w.study, w.series, w.sop)]}}
             for w, sop_class in stored]}
-    status = 200 if not failed else (202 if stored else 409)
-    return status, dict(sorted(response.items()))
+    return dict(sorted(response.items()))
 
 
 #: Where a failed part's UIDs are looked for: the start of a file holds them.
