@@ -14,11 +14,10 @@
 # no apt-get, or apt-get failed): a test should skip; 2 usage; 1 anything else.
 set -euo pipefail
 
-SKIP=77
+SCRIPT=nginx.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 MODULE=/usr/lib/nginx/modules/ngx_http_js_module.so
-OWN_POLICY=""  # a policy-rc.d this script wrote, removed on exit
-trap '[[ -z $OWN_POLICY ]] || rm -f "$OWN_POLICY"' EXIT
-log() { echo "nginx.sh: $*" >&2; }
 
 want_wrk=0
 case ${1:-} in
@@ -35,36 +34,7 @@ if [[ $want_wrk -eq 1 ]] && ! command -v wrk >/dev/null; then
 fi
 
 if [[ ${#missing[@]} -gt 0 ]]; then
-    if [[ $(id -u) -ne 0 ]]; then
-        log "${missing[*]} missing and this is not root (install: apt-get install ${missing[*]})"
-        exit $SKIP
-    fi
-    if ! command -v apt-get >/dev/null; then
-        log "${missing[*]} missing and there is no apt-get to install it with"
-        exit $SKIP
-    fi
-    start=$SECONDS
-    log "installing ${missing[*]} from the distribution's packages (apt-get) ..."
-    # the package would start a system-wide server on port 80: not wanted here.  A policy-rc.d
-    # that says "no" (101) keeps invoke-rc.d from starting it; only one we wrote is removed.
-    policy=/usr/sbin/policy-rc.d
-    if [[ ! -e $policy ]]; then
-        OWN_POLICY=$policy
-        printf '#!/bin/sh\nexit 101\n' > "$policy"
-        chmod 755 "$policy"
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    ok=0
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-            -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-            "${missing[@]}"; } </dev/null >&2 || ok=$?
-    [[ -z $OWN_POLICY ]] || rm -f "$OWN_POLICY"
-    OWN_POLICY=""
-    if [[ $ok -ne 0 ]]; then
-        log "apt-get could not install ${missing[*]}"
-        exit $SKIP
-    fi
-    log "installed ${missing[*]} in $((SECONDS - start)) s"
+    apt_install "${missing[*]}" "${missing[@]}"
 fi
 
 binary=$(command -v nginx || echo /usr/sbin/nginx)

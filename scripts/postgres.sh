@@ -18,9 +18,9 @@
 # here (not root, no apt-get, or apt-get failed): a test should skip; 2 usage; 1 anything else.
 set -euo pipefail
 
-SKIP=77
-log() { echo "postgres.sh: $*" >&2; }
-usage() { log "usage: $0 [start] DIR PORT | $0 stop DIR"; exit 2; }
+SCRIPT=postgres.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # the newest server installed: Debian keeps it in /usr/lib/postgresql/N/bin, others on PATH
 server_bindir() {
@@ -34,27 +34,12 @@ server_bindir() {
 }
 
 install_postgres() {
-    if [[ $(id -u) -ne 0 ]]; then
-        log "PostgreSQL is not installed and this is not root (install it: apt-get install postgresql)"
-        exit $SKIP
+    # the package would also create and start a cluster "main" on port 5432: not wanted here
+    if [[ $(id -u) -eq 0 ]]; then
+        mkdir -p /etc/postgresql-common/createcluster.d
+        echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/no-main-cluster.conf
     fi
-    if ! command -v apt-get >/dev/null; then
-        log "PostgreSQL is not installed and there is no apt-get to install it with"
-        exit $SKIP
-    fi
-    local start=$SECONDS
-    log "installing PostgreSQL from the distribution's packages (apt-get) ..."
-    # the package would create and start a cluster "main" on port 5432: not wanted here
-    mkdir -p /etc/postgresql-common/createcluster.d
-    echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/no-main-cluster.conf
-    export DEBIAN_FRONTEND=noninteractive
-    if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-            -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-            postgresql; } </dev/null >&2; then
-        log "apt-get could not install PostgreSQL"
-        exit $SKIP
-    fi
-    log "installed PostgreSQL in $((SECONDS - start)) s"
+    apt_install PostgreSQL postgresql
 }
 
 # run a server program as the cluster's owner: `postgres` when we are root, else ourselves
@@ -132,9 +117,4 @@ stop() {
     fi
 }
 
-case ${1:-} in
-    stop) [[ $# -eq 2 ]] || usage; stop "$2" ;;
-    start) [[ $# -eq 3 ]] || usage; start "$2" "$3" ;;
-    -h|--help|"") usage ;;
-    *) [[ $# -eq 2 ]] || usage; start "$1" "$2" ;;
-esac
+dispatch "$@"

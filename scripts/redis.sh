@@ -15,42 +15,12 @@
 # root, no apt-get, or apt-get failed): a test should skip; 2 usage; 1 anything else.
 set -euo pipefail
 
-SKIP=77
-OWN_POLICY=""  # a policy-rc.d this script wrote, removed on exit
-trap '[[ -z $OWN_POLICY ]] || rm -f "$OWN_POLICY"' EXIT
-log() { echo "redis.sh: $*" >&2; }
-usage() { log "usage: $0 [start] DIR PORT | $0 stop DIR"; exit 2; }
+SCRIPT=redis.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_redis() {
-    if [[ $(id -u) -ne 0 ]]; then
-        log "Redis is not installed and this is not root (install it: apt-get install redis-server)"
-        exit $SKIP
-    fi
-    if ! command -v apt-get >/dev/null; then
-        log "Redis is not installed and there is no apt-get to install it with"
-        exit $SKIP
-    fi
-    local start=$SECONDS policy=/usr/sbin/policy-rc.d
-    log "installing Redis from the distribution's packages (apt-get) ..."
-    # the package would start a system-wide server on port 6379: not wanted here.  A policy-rc.d
-    # that says "no" (101) keeps invoke-rc.d from starting it; only one we wrote is removed.
-    if [[ ! -e $policy ]]; then
-        OWN_POLICY=$policy
-        printf '#!/bin/sh\nexit 101\n' > "$policy"
-        chmod 755 "$policy"
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    local ok=0
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
-            -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-            redis-server redis-tools; } </dev/null >&2 || ok=$?
-    [[ -z $OWN_POLICY ]] || rm -f "$OWN_POLICY"
-    OWN_POLICY=""
-    if [[ $ok -ne 0 ]]; then
-        log "apt-get could not install Redis"
-        exit $SKIP
-    fi
-    log "installed Redis in $((SECONDS - start)) s"
+    apt_install Redis redis-server redis-tools
 }
 
 # whether process $1 runs (exists and is not a zombie: a daemon's parent may never reap it)
@@ -146,9 +116,4 @@ stop() {
     log "stopped ($dir)"
 }
 
-case ${1:-} in
-    stop) [[ $# -eq 2 ]] || usage; stop "$2" ;;
-    start) [[ $# -eq 3 ]] || usage; start "$2" "$3" ;;
-    -h|--help|"") usage ;;
-    *) [[ $# -eq 2 ]] || usage; start "$1" "$2" ;;
-esac
+dispatch "$@"
