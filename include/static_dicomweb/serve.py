@@ -230,19 +230,7 @@ class SiteApp:
             return
         headers.pop("Content-Length", None)
         if self.local is not None:
-            try:
-                fd = os.open(self.local.path(key), os.O_RDONLY | os.O_CLOEXEC)
-            except (OSError, StoreError):  # removed since its headers were read
-                await _not_found(send, key, send_body)
-                return
-            try:
-                stat = os.fstat(fd)
-                etag = hashlib.md5(f"{key}:{stat.st_size}:{stat.st_mtime_ns}".encode(),
-                                   usedforsecurity=False).hexdigest()
-                await _send_object(scope, send, headers, etag, stat.st_size, send_body,
-                                   lambda offset, size: os.pread(fd, size, offset))
-            finally:
-                os.close(fd)
+            await _send_file(scope, send, self.local, key, headers, send_body)
             return
         try:
             body: bytes = await self._run(self._reads, self.store.get, key)
@@ -364,30 +352,40 @@ def _unread_body(scope: Scope) -> bool:
     return expect is not None and expect.lower() == "100-continue"
 
 
+async def _send_file(scope: Scope, send: Send, local: LocalStore, key: str, headers: dict[str, str],
+                     send_body: bool) -> None:
+    """A folder's object, read from an open file (its ETag from key, size and modification time)."""
+    try:
+        fd = os.open(local.path(key), os.O_RDONLY | os.O_CLOEXEC)
+    except (OSError, StoreError):  # removed since its headers were read
+        await _not_found(send, key, send_body)
+        return
+    try:
+        stat = os.fstat(fd)
+        etag = hashlib.md5(f"{key}:{stat.st_size}:{stat.st_mtime_ns}".encode(),
+                           usedforsecurity=False).hexdigest()
+        await _send_object(scope, send, headers, etag, stat.st_size, send_body,
+                           lambda offset, size: os.pread(fd, size, offset))
+    finally:
+        os.close(fd)
+
+
 async def _send_object(scope: Scope, send: Send, headers: dict[str, str], etag: str, size: int,
                        send_body: bool, read: Callable[[int, int], bytes]) -> None:
     """An object's answer: 200, 206 for a satisfiable single range, 416 for another one."""
-    start, end = 0, size
-    status = 200
-    match = _RANGE.match(_header(scope, b"range") or "")
-    first, last = match.groups() if match else ("", "")
-    if match and size and (first or last) and not (first and last and int(last) < int(first)):
-        # a syntactically invalid range is ignored, as S3 does (RFC 9110 14.2)
-        if first:
-            start, end = int(first), min(size, int(last) + 1 if last else size)
-        else:
-            start, end = max(0, size - int(last)), size
-        if start >= end:
-            await _respond(send, 416, [(b"content-range", f"bytes */{size}".encode()),
-                                       (b"content-length", b"0"), *_CORS])
-            return
-        status = 206
+    requested = _requested_range(_header(scope, b"range"), size)
+    start, end = requested or (0, size)
+    if requested is not None and start >= end:
+        await _respond(send, 416, [(b"content-range", f"bytes */{size}".encode()),
+                                   (b"content-length", b"0"), *_CORS])
+        return
     out = [(name.lower().encode(), value.encode()) for name, value in headers.items()]
     out += [(b"etag", f'"{etag}"'.encode()), (b"accept-ranges", b"bytes"),
             (b"content-length", str(end - start).encode())]
-    if status == 206:
+    if requested is not None:
         out.append((b"content-range", f"bytes {start}-{end - 1}/{size}".encode()))
-    await send({"type": "http.response.start", "status": status, "headers": out + _CORS})
+    await send({"type": "http.response.start", "status": 200 if requested is None else 206,
+                "headers": out + _CORS})
     if not send_body or end == start:
         await send({"type": "http.response.body", "body": b""})
         return
@@ -398,6 +396,24 @@ async def _send_object(scope: Scope, send: Send, headers: dict[str, str], etag: 
             raise StoreError(f"{scope['raw_path']!r}: the object shrank while it was sent")
         offset += len(data)
         await send({"type": "http.response.body", "body": data, "more_body": offset < end})
+
+
+def _requested_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The bytes ``[start, end)`` of ``size`` that a single-range ``Range`` header asks for.
+
+    None answers the whole object: no header, an empty object, or a
+    syntactically invalid range (ignored, as S3 does; RFC 9110 14.2).  A range
+    with ``start >= end`` is unsatisfiable (416).
+    """
+    match = _RANGE.match(header or "")
+    if not match or not size:
+        return None
+    first, last = match.groups()
+    if not (first or last) or (first and last and int(last) < int(first)):
+        return None
+    if first:
+        return int(first), min(size, int(last) + 1 if last else size)
+    return max(0, size - int(last)), size
 
 
 async def _respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b"",
