@@ -70,6 +70,13 @@ def axial(dataset: list[StandinSeries]) -> StandinSeries:
     return next(s for s in nlst(dataset) if len(s.files) == 3)
 
 
+def axial_ref(dataset: list[StandinSeries], standin: NbiaStandin,
+              session: requests.Session) -> tuple[StandinSeries, SeriesRef]:
+    """The axial NLST series of the stand-in and the reference NBIA lists for it."""
+    series = axial(dataset)
+    return series, ref_of(series, standin, session)
+
+
 def assert_same_files(paths: list[Path], series: StandinSeries) -> None:
     assert paths == sorted(paths)
     assert {p.name: p.read_bytes() for p in paths} == series.files
@@ -210,8 +217,7 @@ def test_fetch_verifies_and_unpacks(standin: NbiaStandin, session: requests.Sess
 
 def test_second_fetch_makes_no_request(standin: NbiaStandin, session: requests.Session,
                                        dataset: list[StandinSeries], tmp_path: Path) -> None:
-    series = axial(dataset)
-    ref = ref_of(series, standin, session)
+    series, ref = axial_ref(dataset, standin, session)
     source = make_source(standin, session)
     first = source.fetch(ref, tmp_path)
     seen = len(standin.requests)
@@ -235,8 +241,7 @@ def test_keep_zip(standin: NbiaStandin, session: requests.Session, dataset: list
 
 def test_resume_after_a_dropped_connection(standin: NbiaStandin, session: requests.Session,
                                            dataset: list[StandinSeries], tmp_path: Path) -> None:
-    series = axial(dataset)
-    ref = ref_of(series, standin, session)
+    series, ref = axial_ref(dataset, standin, session)
     standin.faults.drop_next_downloads = 1
     paths = make_source(standin, session).fetch(ref, tmp_path)
     first, second = standin.requests_to("getImage")
@@ -248,8 +253,7 @@ def test_resume_after_a_dropped_connection(standin: NbiaStandin, session: reques
 
 def test_range_ignored_restarts_from_zero(standin: NbiaStandin, session: requests.Session,
                                           dataset: list[StandinSeries], tmp_path: Path) -> None:
-    series = axial(dataset)
-    ref = ref_of(series, standin, session)
+    series, ref = axial_ref(dataset, standin, session)
     standin.faults.drop_next_downloads = 1
     standin.faults.ignore_range = True
     paths = make_source(standin, session).fetch(ref, tmp_path)
@@ -261,8 +265,7 @@ def test_a_partial_file_from_an_earlier_run_is_resumed(standin: NbiaStandin,
                                                        session: requests.Session,
                                                        dataset: list[StandinSeries],
                                                        tmp_path: Path) -> None:
-    series = axial(dataset)
-    ref = ref_of(series, standin, session)
+    series, ref = axial_ref(dataset, standin, session)
     data = standin.zip_of(series.uid)
     (tmp_path / f"{series.uid}.zip.part").write_bytes(data[:100])
     assert_same_files(make_source(standin, session).fetch(ref, tmp_path), series)
@@ -274,8 +277,7 @@ def test_drop_without_content_length_is_caught_by_verification(
         standin: NbiaStandin, session: requests.Session, dataset: list[StandinSeries],
         tmp_path: Path) -> None:
     # like NBIA: a streamed ZIP without Content-Length; a cut looks like a clean end
-    series = axial(dataset)
-    ref = ref_of(series, standin, session)
+    series, ref = axial_ref(dataset, standin, session)
     standin.faults.send_length = False
     standin.faults.drop_next_downloads = 1
     paths = make_source(standin, session).fetch(ref, tmp_path)
@@ -285,8 +287,7 @@ def test_drop_without_content_length_is_caught_by_verification(
 
 def test_download_retries_503(standin: NbiaStandin, session: requests.Session,
                               dataset: list[StandinSeries], tmp_path: Path) -> None:
-    series = axial(dataset)
-    ref = ref_of(series, standin, session)
+    series, ref = axial_ref(dataset, standin, session)
     standin.faults.fail_next = 2
     assert_same_files(make_source(standin, session, max_attempts=3).fetch(ref, tmp_path), series)
     assert len(standin.requests_to("getImage")) == 3
@@ -294,8 +295,7 @@ def test_download_retries_503(standin: NbiaStandin, session: requests.Session,
 
 def test_corrupt_zip_names_the_series(standin: NbiaStandin, session: requests.Session,
                                       dataset: list[StandinSeries], tmp_path: Path) -> None:
-    series = axial(dataset)
-    ref = ref_of(series, standin, session)
+    series, ref = axial_ref(dataset, standin, session)
     standin.faults.corrupt_zip = True
     with pytest.raises(CorruptArchiveError, match=rf"series {series.uid}: not a ZIP") as caught:
         make_source(standin, session, verify_attempts=2).fetch(ref, tmp_path)
@@ -323,8 +323,7 @@ def test_wrong_instance_count_is_permanent(standin: NbiaStandin, session: reques
 def test_path_traversal_member_is_rejected(standin: NbiaStandin, session: requests.Session,
                                            dataset: list[StandinSeries], tmp_path: Path,
                                            member: str) -> None:
-    series = axial(dataset)
-    ref = ref_of(series, standin, session)
+    series, ref = axial_ref(dataset, standin, session)
     standin.faults.extra_member = (member, b"not for you")
     dest = tmp_path / "dest"
     with pytest.raises(UnsafeArchiveError, match=rf"series {series.uid}: member") as caught:

@@ -22,7 +22,7 @@ from static_dicomweb import keys
 from static_dicomweb.errors import ObjectExistsError, StoreError
 from static_dicomweb.s3store import LOCK_KEY, S3Store
 
-from .conftest import sample_files
+from .conftest import run_to_the_end, sample_files
 from .test_s3 import moto_endpoint  # noqa: F401  (the moto server fixture)
 
 pytestmark = pytest.mark.integration
@@ -78,11 +78,7 @@ def test_lock_serialises_read_modify_write_of_two_processes(moto_endpoint: str, 
     store.put(_counter_spec(), [b"0"])
     procs = [FORK.Process(target=_increment, args=(store.url, moto_endpoint, me, other, tmp_path))
              for me, other in (("a", "b"), ("b", "a"))]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(120)
-        assert proc.exitcode == 0
+    run_to_the_end(procs, 120)
     assert store.get(_counter_spec().key) == b"2"
     assert store.headers(LOCK_KEY) is None  # released
 
@@ -175,11 +171,7 @@ def test_two_converters_into_one_prefix_lose_no_series(moto_endpoint: str, sampl
     procs = [FORK.Process(target=_convert_series,
                           args=(store.url, moto_endpoint, tmp_path / name, name, tmp_path))
              for name in ("a", "b")]
-    for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(300)
-        assert proc.exitcode == 0
+    run_to_the_end(procs, 300)
     import gzip
     import json
 

@@ -16,6 +16,8 @@ from static_dicomweb.errors import KeyNotFoundError, StoreError
 from static_dicomweb.keys import ObjectSpec
 from static_dicomweb.store import MAPPING_FILE, LocalStore, Slice, open_store
 
+from .conftest import run_to_the_end
+
 FORK = multiprocessing.get_context("fork")
 
 
@@ -387,11 +389,7 @@ def test_lock_serialises_two_processes(store: LocalStore, tmp_path: Path) -> Non
     log = tmp_path / "log"
     workers = [FORK.Process(target=_append_under_lock, args=(str(store.root), str(log), name, 15))
                for name in ("a", "b")]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(20)
-        assert worker.exitcode == 0
+    run_to_the_end(workers, 20)
     lines = log.read_text().splitlines()
     assert len(lines) == 60
     for start, end in zip(lines[::2], lines[1::2], strict=True):
@@ -445,15 +443,28 @@ def test_keys_deeper_than_six_segments_are_files_in_the_fifth_folder(store: Loca
                f"{base}/3/bulkdata/00091002.0.00100010", f"{base}/4/frames/1"]
     for key in written:
         put(store, key, key.encode())
+    _check_files_of_the_fifth_folder(store, base)
+    for key in written:
+        assert stored(store, key) == key.encode()
+        assert store.headers(key) == derived(key, body(key, b"")[0]).headers()
+    _check_listings(store, base, written)
+    store.delete(f"{base}/3/frames/2")
+    assert store.headers(f"{base}/3/frames/2") is None
+    assert store.children(f"{base}/3/frames/") == ["1"]
+
+
+def _check_files_of_the_fifth_folder(store: LocalStore, base: str) -> None:
+    """The keys under ``base`` are files named with ``+`` for each further ``/``, in ``base``'s folder."""
     folder = store.root / base
     assert sorted(p.name for p in folder.iterdir()) == [
         "3+bulkdata+00091002.0.00100010.body", "3+frames+1.body", "3+frames+2.body",
         "3+metadata.body", "3.body", "4+frames+1.body"]
     assert store.path(f"{base}/3/frames/2") == folder / "3+frames+2.body"
     assert store.path(f"{base}/3") == folder / "3.body"
-    for key in written:
-        assert stored(store, key) == key.encode()
-        assert store.headers(key) == derived(key, body(key, b"")[0]).headers()
+
+
+def _check_listings(store: LocalStore, base: str, written: list[str]) -> None:
+    """walk() and children() list the keys as if each ``/`` were a folder."""
     assert sorted(store.walk()) == sorted(written)
     assert sorted(store.walk(f"{base}/3")) == sorted(k for k in written if k.startswith(f"{base}/3/"))
     assert list(store.walk(f"{base}/3/frames/")) == [f"{base}/3/frames/1", f"{base}/3/frames/2"]
@@ -462,9 +473,6 @@ def test_keys_deeper_than_six_segments_are_files_in_the_fifth_folder(store: Loca
     assert store.children(f"{base}/3/frames") == ["1", "2"]
     assert store.children(f"{base}/3/frames/1/") == []
     assert store.children(f"{base}/5/") == []
-    store.delete(f"{base}/3/frames/2")
-    assert store.headers(f"{base}/3/frames/2") is None
-    assert store.children(f"{base}/3/frames/") == ["1"]
 
 
 def test_keys_with_the_join_character_are_refused(store: LocalStore) -> None:
@@ -506,11 +514,7 @@ def _put_many(root: str, name: str) -> None:
 def test_two_writers_of_a_new_site_agree_on_its_mapping(tmp_path: Path) -> None:
     root = tmp_path / "site"
     workers = [FORK.Process(target=_put_many, args=(str(root), name)) for name in ("5", "6")]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(20)
-        assert worker.exitcode == 0
+    run_to_the_end(workers, 20)
     store = LocalStore(root)
     assert json.loads((root / MAPPING_FILE).read_bytes()) == {"mapping": 3}
     assert len(list(store.walk())) == 60
