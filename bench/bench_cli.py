@@ -116,7 +116,7 @@ def _commit() -> str:
     return head + ("+uncommitted include/" if dirty else "")
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="rounds; the best of each is kept")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
@@ -131,60 +131,61 @@ def main() -> int:
     parser.add_argument("--no-validate", action="store_true", help="skip validating the sites")
     parser.add_argument("--keep", action="store_true", help="keep the sites (under WORK/cli-*)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = parser.parse_args()
+    return parser
 
-    args.work.mkdir(parents=True, exist_ok=True)
+
+def inputs(args: argparse.Namespace) -> dict[str, Path]:
+    """The input folders named by ``--inputs``, written under ``--work`` where they are not yet."""
     sources: dict[str, Path] = {}
     if "realistic" in args.inputs:
         sources["realistic"] = realistic_input(args.work, args.series, args.slices, args.size)
     if "sample" in args.inputs:
         sources["sample"] = sample_input(args.work, args.slices, args.size)
-    files = {name: sorted(src.rglob("*.dcm")) for name, src in sources.items()}
-    for name in sources:  # warm the page cache for every side alike
-        for f in files[name]:
-            f.read_bytes()
+    return sources
 
-    cli = cli_command()
-    copies = [args.work / f"cli-cp{i}" for i in range(3)]
-    sites = {(name, w): args.work / f"cli-site-{name}-w{w}" for name in sources for w in args.workers}
-    load_start, started_at = _load(), datetime.datetime.now(datetime.UTC)
+
+def convert_rounds(cli: list[str], sources: dict[str, Path], workers: list[int],
+                   sites: dict[tuple[str, int], Path], work: Path,
+                   runs: int) -> tuple[dict[str, Row], dict[tuple[str, int], Row]]:
+    """Time the floor and every conversion, interleaved, ``runs`` times; the floors and the conversions."""
+    copies = [work / f"cli-cp{i}" for i in range(3)]
     floors = {name: Row() for name in sources}
     converts = {key: Row() for key in sites}
-    startup = {flag: Row() for flag in ("--version", "--help")} if args.startup_runs else {}
-    for _ in range(args.runs):
+    for _ in range(runs):
         for name, source in sources.items():
             remove_copies(copies)
             floors[name].runs.append(timed_children(partial(copy_floor, source, copies)))
-            for w in args.workers:
+            for w in workers:
                 site = sites[name, w]
                 shutil.rmtree(site, ignore_errors=True)
                 command = [*cli, "convert", str(source), "--out", str(site), "--workers", str(w)]
                 converts[name, w].runs.append(timed_children(partial(run_checked, command)))
     remove_copies(copies)
-    for _ in range(args.startup_runs):
+    return floors, converts
+
+
+def startup_rounds(cli: list[str], runs: int) -> dict[str, Row]:
+    """Time ``--version`` and ``--help``, alternating, ``runs`` times (none when 0)."""
+    startup = {flag: Row() for flag in ("--version", "--help")} if runs else {}
+    for _ in range(runs):
         for flag, row in startup.items():
             row.runs.append(timed_children(partial(run_checked, [*cli, flag])))
-    load_end = _load()
+    return startup
 
-    results: dict[str, Any] = {
-        "date": started_at.isoformat(timespec="seconds"), "commit": _commit(), "runs": args.runs,
-        "loadavg_start": load_start, "loadavg_end": load_end, "cpus": os.cpu_count(),
-        "command": " ".join(sys.argv), "inputs": {}, "startup": {}}
-    print(f"{started_at:%Y-%m-%d %H:%M} UTC, commit {results['commit']}, best of {args.runs} rounds; "
-          f"load average {load_start} at the start, {load_end} at the end")
-    print()
-    print("| input | instances | floor `cp -r` ×3 | workers | convert (whole CLI) | ratio | instances/s "
-          "| CPU user + sys | rounds' ratios |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in sources:
-        count = len(files[name])
-        size = sum(f.stat().st_size for f in files[name])
+
+def conversion_table(files: dict[str, list[Path]], floors: dict[str, Row],
+                     converts: dict[tuple[str, int], Row], workers: list[int]) -> dict[str, Any]:
+    """Print the table's rows, one per input and worker count; their figures by input."""
+    entries: dict[str, Any] = {}
+    for name, paths in files.items():
+        count = len(paths)
+        size = sum(f.stat().st_size for f in paths)
         floor = floors[name].best()
         entry: dict[str, Any] = {
             "instances": count, "input_bytes": size, "floor_cp3_s": round(floor.seconds, 4),
             "floor_cpu_s": round(floor.cpu, 3),
             "floor_rounds_s": [round(c.seconds, 4) for c in floors[name].runs], "convert": {}}
-        for w in args.workers:
+        for w in workers:
             row = converts[name, w]
             best = row.best()
             per_round = [c.seconds / f.seconds for c, f in zip(row.runs, floors[name].runs, strict=True)]
@@ -198,27 +199,67 @@ def main() -> int:
                   f"| {best.seconds:.3f} s | **{best.seconds / floor.seconds:.2f}×** "
                   f"| {count / best.seconds:.0f} | {best.user:.2f} + {best.system:.2f} s "
                   f"| {min(per_round):.2f}–{max(per_round):.2f}× |")
-        results["inputs"][name] = entry
-    print()
+        entries[name] = entry
+    return entries
+
+
+def startup_lines(startup: dict[str, Row]) -> dict[str, Any]:
+    """Print the best ``--version`` and ``--help``; their figures by flag."""
+    entries: dict[str, Any] = {}
     for flag, row in startup.items():
         best = row.best()
-        results["startup"][flag] = {"seconds": round(best.seconds, 4),
-                                    "cpu_s": round(best.cpu, 3),
-                                    "rounds_s": [round(c.seconds, 4) for c in row.runs]}
+        entries[flag] = {"seconds": round(best.seconds, 4), "cpu_s": round(best.cpu, 3),
+                         "rounds_s": [round(c.seconds, 4) for c in row.runs]}
         print(f"static-dicomweb {flag}: {best.seconds:.3f} s (best of {len(row.runs)}; "
               f"CPU {best.cpu:.3f} s)")
+    return entries
+
+
+def validate(cli: list[str], sites: dict[tuple[str, int], Path]) -> dict[str, int]:
+    """``static-dicomweb validate`` every site, printing its last line; the exit statuses."""
+    validated = {}
+    for (name, w), site in sites.items():
+        done = subprocess.run([*cli, "validate", str(site)], capture_output=True, text=True, check=False)
+        validated[f"{name}-w{w}"] = done.returncode
+        last = ((done.stdout + done.stderr).strip().splitlines() or [""])[-1]
+        print(f"validate {site}: exit {done.returncode} {last}")
+    return validated
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    sources = inputs(args)
+    files = {name: sorted(src.rglob("*.dcm")) for name, src in sources.items()}
+    for name in sources:  # warm the page cache for every side alike
+        for f in files[name]:
+            f.read_bytes()
+
+    cli = cli_command()
+    sites = {(name, w): args.work / f"cli-site-{name}-w{w}" for name in sources for w in args.workers}
+    load_start, started_at = _load(), datetime.datetime.now(datetime.UTC)
+    floors, converts = convert_rounds(cli, sources, args.workers, sites, args.work, args.runs)
+    startup = startup_rounds(cli, args.startup_runs)
+    load_end = _load()
+
+    results: dict[str, Any] = {
+        "date": started_at.isoformat(timespec="seconds"), "commit": _commit(), "runs": args.runs,
+        "loadavg_start": load_start, "loadavg_end": load_end, "cpus": os.cpu_count(),
+        "command": " ".join(sys.argv), "inputs": {}, "startup": {}}
+    print(f"{started_at:%Y-%m-%d %H:%M} UTC, commit {results['commit']}, best of {args.runs} rounds; "
+          f"load average {load_start} at the start, {load_end} at the end")
+    print()
+    print("| input | instances | floor `cp -r` ×3 | workers | convert (whole CLI) | ratio | instances/s "
+          "| CPU user + sys | rounds' ratios |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    results["inputs"] = conversion_table(files, floors, converts, args.workers)
+    print()
+    results["startup"] = startup_lines(startup)
 
     failed = False
     if not args.no_validate:
-        validated = {}
-        for (name, w), site in sites.items():
-            done = subprocess.run([*cli, "validate", str(site)], capture_output=True, text=True,
-                                  check=False)
-            validated[f"{name}-w{w}"] = done.returncode
-            last = ((done.stdout + done.stderr).strip().splitlines() or [""])[-1]
-            print(f"validate {site}: exit {done.returncode} {last}")
-            failed = failed or done.returncode != 0
-        results["validate_exit"] = validated
+        results["validate_exit"] = validate(cli, sites)
+        failed = any(code != 0 for code in results["validate_exit"].values())
     if not args.keep:
         for site in sites.values():
             shutil.rmtree(site, ignore_errors=True)
