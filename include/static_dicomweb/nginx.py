@@ -172,6 +172,18 @@ def _object(site: str, stem: str) -> str:
             "            js_header_filter sdw.headers;\n")
 
 
+def _query_location(site: str, resource: str) -> str:
+    """The location of ``/studies`` or ``/series``: with a query, its precomputed answer; else the object."""
+    return (f"        location = /{resource} {{\n"
+            f"            js_import sdwr from {ROUTE_FILE};\n"
+            "            if ($args) {\n"
+            "                rewrite ^ $sdw_route? last;\n"
+            "            }\n"
+            f'            alias "{site}/{resource}{BODY}";\n'
+            f"{_object(site, resource)}"
+            "        }\n")
+
+
 def config(options: NginxOptions) -> str:
     """The nginx configuration (``nginx.conf``) for ``options``.
 
@@ -283,21 +295,7 @@ http {{
         }}
 
         # QIDO: a query on studies or series is routed onto its precomputed answer
-        location = /studies {{
-            js_import sdwr from {ROUTE_FILE};
-            if ($args) {{
-                rewrite ^ $sdw_route? last;
-            }}
-            alias "{site}/studies{BODY}";
-{_object(site, "studies")}        }}
-        location = /series {{
-            js_import sdwr from {ROUTE_FILE};
-            if ($args) {{
-                rewrite ^ $sdw_route? last;
-            }}
-            alias "{site}/series{BODY}";
-{_object(site, "series")}        }}
-
+{_query_location(site, "studies")}{_query_location(site, "series")}
         # every other key: its file, by the store's rule
 {"".join(_file_locations(site))}
         # anything else is no key
