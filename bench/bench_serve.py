@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 HERE = Path(__file__).resolve().parent.parent
@@ -156,7 +157,7 @@ def make_site(folder: Path, include: Path | None, name: str) -> Path:
     return folder / name
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--site", type=Path, help="a converted site folder (default: a new sample)")
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement (default 5)")
@@ -166,40 +167,63 @@ def main() -> None:
                         help="measure every cell this many times, alternating the servers' order; "
                              "the table shows the median of each cell (default 1)")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
-    args = parser.parse_args()
+    return parser
+
+
+Running = dict[str, tuple[subprocess.Popen[bytes], str]]
+
+
+def start_servers(args: argparse.Namespace, tmp: Path, running: Running) -> None:
+    """Start this checkout's serve (and the baseline's, first) into ``running``, by name."""
+    servers: dict[str, Path | None] = {"this checkout": None}
+    if args.baseline:
+        servers = {f"baseline {args.baseline}": args.baseline / "include", **servers}
+    for number, (name, include) in enumerate(servers.items()):
+        site = args.site or make_site(tmp, include, f"site{number}")
+        running[name] = start_server(site, include)
+
+
+def measure_all(running: Running, paths: dict[str, str], concurrency: list[int], seconds: float,
+                repeat: int) -> list[dict[str, Any]]:
+    """Every object at every concurrency on every server, ``repeat`` times, alternating the servers' order."""
+    figures: list[dict[str, Any]] = []
+    for number in range(repeat):
+        order = list(running.items())
+        for what, path in paths.items():
+            for conc in concurrency:
+                for name, (_, url) in order if number % 2 == 0 else order[::-1]:
+                    row = measure(url, path, conc, seconds)
+                    figures.append({"server": name, "object": what, "c": conc, "repeat": number, **row})
+                    print(f"  run {number + 1}: {name} {what} c={conc}: {row['rps']:.0f} req/s, "
+                          f"p99 {row['p99_ms']:.2f} ms", file=sys.stderr, flush=True)
+    return figures
+
+
+def print_table(figures: list[dict[str, Any]], servers: list[str], paths: dict[str, str],
+                concurrency: list[int], repeat: int) -> None:
+    """One line per object, concurrency and server: the median of its measurements, errors summed."""
+    print(f"{'server':<40} {'object':<16} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'errors':>6}   (median of {repeat})")
+    for what in paths:
+        for conc in concurrency:
+            for name in servers:
+                cell = [f for f in figures if (f["server"], f["object"], f["c"]) == (name, what, conc)]
+                med = {k: statistics.median(float(f[k]) for f in cell)
+                       for k in ("rps", "p50_ms", "p99_ms")}
+                errors = sum(float(f["errors"]) for f in cell)
+                print(f"{name:<40} {what:<16} {conc:>3} {med['rps']:>8.0f} {med['p50_ms']:>8.2f} "
+                      f"{med['p99_ms']:>8.2f} {errors:>6.0f}", flush=True)
+
+
+def main() -> None:
+    args = _parser().parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        servers: dict[str, Path | None] = {"this checkout": None}
-        if args.baseline:
-            servers = {f"baseline {args.baseline}": args.baseline / "include", **servers}
-        running = {}
-        for number, (name, include) in enumerate(servers.items()):
-            site = args.site or make_site(Path(tmp), include, f"site{number}")
-            running[name] = start_server(site, include)
+        running: Running = {}
         try:
+            start_servers(args, Path(tmp), running)
             paths = pick_paths(next(iter(running.values()))[1])
-            figures = []
-            for repeat in range(args.repeat):
-                order = list(running.items())
-                for what, path in paths.items():
-                    for conc in args.concurrency:
-                        for name, (_, url) in order if repeat % 2 == 0 else order[::-1]:
-                            row = measure(url, path, conc, args.seconds)
-                            figures.append({"server": name, "object": what, "c": conc, "repeat": repeat,
-                                            **row})
-                            print(f"  run {repeat + 1}: {name} {what} c={conc}: {row['rps']:.0f} req/s, "
-                                  f"p99 {row['p99_ms']:.2f} ms", file=sys.stderr, flush=True)
-            print(f"{'server':<40} {'object':<16} {'c':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-                  f"{'errors':>6}   (median of {args.repeat})")
-            for what in paths:
-                for conc in args.concurrency:
-                    for name in running:
-                        cell = [f for f in figures
-                                if (f["server"], f["object"], f["c"]) == (name, what, conc)]
-                        med = {k: statistics.median(float(f[k]) for f in cell)
-                               for k in ("rps", "p50_ms", "p99_ms")}
-                        errors = sum(float(f["errors"]) for f in cell)
-                        print(f"{name:<40} {what:<16} {conc:>3} {med['rps']:>8.0f} {med['p50_ms']:>8.2f} "
-                              f"{med['p99_ms']:>8.2f} {errors:>6.0f}", flush=True)
+            figures = measure_all(running, paths, args.concurrency, args.seconds, args.repeat)
+            print_table(figures, list(running), paths, args.concurrency, args.repeat)
             if args.json:
                 args.json.write_text(json.dumps(figures, indent=1))
         finally:
