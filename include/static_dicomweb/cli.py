@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--workers", type=int, default=1, metavar="N", help="parallel processes (default 1)")
     conv.add_argument("--profile", default="default", choices=["default", "viewer", "full"],
                       help="which objects to write (docs/site-layout.md; default: default)")
-    conv.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
+    _add_endpoint_url(conv)
     conv.set_defaults(run=_convert)
 
     srv = verbs.add_parser("serve", help="serve a site (folder or S3) over HTTP exactly as S3 would",
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "bytes and headers, CORS for browser viewers, the QIDO "
                                        "routing of the edge function, STOW-RS with a token.")
     srv.add_argument("dest", metavar="DEST", help="site folder or s3://bucket/prefix")
-    srv.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
+    _add_endpoint_url(srv)
     srv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     srv.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks one)")
     srv.add_argument("--stow-token", default=None, metavar="TOKEN",
@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "or http(s) URL); exit 0 only when it conforms.")
     val.add_argument("site", metavar="URL_OR_DEST",
                      help="site folder, s3://bucket/prefix or DICOMweb base URL")
-    val.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
+    _add_endpoint_url(val)
     val.add_argument("--report", metavar="FILE", help="also write the JSON report here")
     val.add_argument("--no-decode", action="store_true", help="do not decode frames (faster)")
     val.add_argument("--source", nargs="+", metavar="P10", default=None,
@@ -215,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "skipped, so a rerun resumes.")
     pub.add_argument("site", metavar="SITE", help="site folder")
     pub.add_argument("dest", metavar="DEST", help="s3://bucket/prefix")
-    pub.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
+    _add_endpoint_url(pub)
     pub.add_argument("--workers", type=int, default=16, metavar="N", help="parallel uploads (default 16)")
     pub.add_argument("--delete", action="store_true",
                      help="also delete objects under DEST that the folder does not hold")
@@ -267,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_endpoint_url(verb: argparse.ArgumentParser) -> None:
+    """``--endpoint-url``, the same for every verb that reaches S3."""
+    verb.add_argument("--endpoint-url", default=None, help="S3 endpoint (else AWS_ENDPOINT_URL)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     parser = build_parser()
@@ -282,10 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     try:
         return int(args.run(args))
-    except StaticDicomwebError as exc:
-        print(f"static-dicomweb: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
+    except (StaticDicomwebError, OSError) as exc:
         print(f"static-dicomweb: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:
