@@ -157,6 +157,16 @@ class _State:
     max_active_downloads: int = 0
     zips: dict[str, bytes] = field(default_factory=dict)
 
+    def archive(self, series: StandinSeries) -> bytes:
+        """What ``getImage`` sends for ``series``: its ZIP (built once per extra member), or not a ZIP."""
+        if self.faults.corrupt_zip:
+            return NOT_A_ZIP
+        key = f"{series.uid}|{self.faults.extra_member!r}"
+        with self.lock:
+            if key not in self.zips:
+                self.zips[key] = series.zip_bytes(self.faults.extra_member)
+            return self.zips[key]
+
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
@@ -246,27 +256,30 @@ class _Handler(BaseHTTPRequestHandler):
                              f"SeriesInstanceUID,{uid}. Please contact System Admin to resolve "
                              f"this issue.").encode(), "application/json")
             return
-        faults = state.faults
-        if faults.corrupt_zip:
-            data = NOT_A_ZIP
-        else:
-            key = f"{uid}|{faults.extra_member!r}"
-            with state.lock:
-                if key not in state.zips:
-                    state.zips[key] = found[0].zip_bytes(faults.extra_member)
-                data = state.zips[key]
-        start = 0
+        data = state.archive(found[0])
+        start = self._range_start(len(data))
+        if start is None:
+            self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{len(data)}"})
+            return
+        self._download(uid, data, start)
+
+    def _range_start(self, size: int) -> int | None:
+        """The first byte to send: ``N`` of ``Range: bytes=N-`` (the only form taken), else 0.
+
+        None when the range is another form or starts past the end (a 416).
+        """
         range_header = self.headers.get("Range")
-        if range_header and not faults.ignore_range:
-            spec = range_header.strip().removeprefix("bytes=")
-            first, _, last = spec.partition("-")
-            if not first.isdigit() or last:
-                self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{len(data)}"})
-                return
-            start = int(first)
-            if start >= len(data):
-                self._send(416, b"", "text/plain", {"Content-Range": f"bytes */{len(data)}"})
-                return
+        if not range_header or self.server.state.faults.ignore_range:
+            return 0
+        first, _, last = range_header.strip().removeprefix("bytes=").partition("-")
+        if not first.isdigit() or last or int(first) >= size:
+            return None
+        return int(first)
+
+    def _download(self, uid: str, data: bytes, start: int) -> None:
+        """Send ``data[start:]`` as the series' attachment, with the download faults (a cut, a delay)."""
+        state = self.server.state
+        faults = state.faults
         body = data[start:]
         with state.lock:
             drop = faults.drop_next_downloads > 0
