@@ -13,6 +13,7 @@ import logging
 import os
 import stat
 import struct
+from collections.abc import Container
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -417,16 +418,42 @@ def _read_header(raw: bytes) -> tuple[FileDataset, int, str] | None:
     transfer syntax, or None for anything else, which pydicom then reads
     itself.
     """
-    meta = _raw_elements(raw, 132, implicit=False, file_meta=True)
+    meta = _read_file_meta(raw)
+    if meta is None:
+        return None
+    file_meta, pos, syntax = meta
+    implicit = syntax == IMPLICIT_LE
+    if pos + 6 > len(raw) or _TAG.unpack_from(raw, pos)[0] == 0:  # nothing, or a command set
+        return None
+    b0, b1 = raw[pos + 4], raw[pos + 5]
+    if (not (0x40 < b0 < 0x5B and 0x40 < b1 < 0x5B)) != implicit:  # pydicom would switch VR
+        return None
+    body = _raw_elements(raw, pos, len(raw), implicit=implicit, stop=_PIXEL_TAGS)
+    if body is None:
+        return None
+    elements, pos = body
+    # pydicom wraps a Dataset of these elements; the FileDataset takes over its elements alone
+    ds = FileDataset(io.BytesIO(raw), elements, raw[:128], file_meta, implicit, True)
+    ds.set_original_encoding(implicit, True, ds._character_set)
+    return ds, pos, syntax
+
+
+def _read_file_meta(raw: bytes) -> tuple[FileMetaDataset, int, str] | None:
+    """The file meta information of a Part 10 file, as pydicom reads it, when plain.
+
+    Plain: group 2 elements of defined length in Explicit VR Little Endian,
+    the first one decodable, and a transfer syntax of Explicit or Implicit
+    VR Little Endian.  Returns them, the offset after them and the transfer
+    syntax, else None.
+    """
+    meta = _raw_elements(raw, 132, len(raw), implicit=False, stop=_OUTSIDE_FILE_META)
     if meta is None or not meta[0]:
         return None
     elements, pos = meta
+    if not all(type(element) is RawDataElement for element in elements.values()):
+        return None  # a sequence of undefined length: group 2 has none
     syntax = _plain_text_uid(elements.get(_TRANSFER_SYNTAX))
-    if syntax == EXPLICIT_LE:
-        implicit = False
-    elif syntax == IMPLICIT_LE:
-        implicit = True
-    else:
+    if syntax not in (EXPLICIT_LE, IMPLICIT_LE):
         return None
     file_meta = FileMetaDataset(elements)
     file_meta.set_original_encoding(False, True, default_encoding)
@@ -437,44 +464,49 @@ def _read_header(raw: bytes) -> tuple[FileDataset, int, str] | None:
             file_meta[first.tag]
         except NotImplementedError:
             return None
-    if pos + 6 > len(raw) or _TAG.unpack_from(raw, pos)[0] == 0:  # nothing, or a command set
-        return None
-    b0, b1 = raw[pos + 4], raw[pos + 5]
-    if (not (0x40 < b0 < 0x5B and 0x40 < b1 < 0x5B)) != implicit:  # pydicom would switch VR
-        return None
-    body = _raw_elements(raw, pos, implicit=implicit, file_meta=False)
-    if body is None:
-        return None
-    elements, pos = body
-    # pydicom wraps a Dataset of these elements; the FileDataset takes over its elements alone
-    ds = FileDataset(io.BytesIO(raw), elements, raw[:128], file_meta, implicit, True)
-    ds.set_original_encoding(implicit, True, ds._character_set)
-    return ds, pos, syntax
+    return file_meta, pos, syntax
 
 
-#: One ``BaseTag`` per tag number seen, shared by the data sets read (they are immutable ints).
-_BASE_TAGS: dict[int, BaseTag] = {}
+class _BaseTags(dict[int, BaseTag]):
+    """One ``BaseTag`` per tag number seen, shared by the data sets read (they are immutable ints)."""
+
+    def __missing__(self, tag: int) -> BaseTag:
+        if len(self) > 100_000:  # private tags of many vendors: keep it bounded
+            self.clear()
+        base = self[tag] = BaseTag(tag)
+        return base
 
 
-def _base_tag(tag: int) -> BaseTag:
-    if len(_BASE_TAGS) > 100_000:  # private tags of many vendors: keep it bounded
-        _BASE_TAGS.clear()
-    _BASE_TAGS[tag] = BaseTag(tag)
-    return _BASE_TAGS[tag]
+_BASE_TAGS = _BaseTags()
 
 
-def _raw_elements(raw: bytes, pos: int, *, implicit: bool, file_meta: bool, item: bool = False,
-                  item_end: int | None = None,
+class _OutsideGroup:
+    """The tags of every group but ``group``: where a run of that group's elements ends."""
+
+    def __init__(self, group: int) -> None:
+        self.group = group
+
+    def __contains__(self, tag: object) -> bool:
+        return isinstance(tag, int) and tag >> 16 != self.group
+
+
+#: Where the scan of the file meta information, of an item of undefined length and of the data set stops.
+_OUTSIDE_FILE_META = _OutsideGroup(0x0002)
+_ITEM_DELIMITATION = frozenset({0xFFFEE00D})
+
+
+def _raw_elements(raw: bytes, pos: int, end: int, *, implicit: bool, stop: Container[int],
                   encoding: str | list[str] = default_encoding) -> tuple[_ElementMap, int] | None:
-    """Undecoded elements from ``pos`` to the end of group 2 (``file_meta``) or the pixel data.
+    """Undecoded elements from ``pos`` to ``end``, or to the first whose tag is in ``stop``.
 
-    With ``item``, those of a sequence item: up to ``item_end`` (an item of
-    defined length), else to its item delimitation item (read too), its text
-    in the ``encoding`` it inherits.  None when an element is not plain (see
+    The elements of defined length are read here; a sequence of undefined
+    length by :func:`_undefined_length_sequence`, its items' text in the
+    ``encoding`` they inherit ((0008,0005) read before them, else ``encoding``).
+    Returns the elements and the offset where reading stopped: before ``end``
+    only at a tag in ``stop``.  None when an element is not plain (see
     :func:`_read_header`).
     """
     elements: _ElementMap = {}
-    end = len(raw) if item_end is None else item_end
     explicit_at, implicit_at, length_at = (_EXPLICIT.unpack_from, _IMPLICIT.unpack_from,
                                            _LENGTH.unpack_from)
     names, long_vrs, new, tags = _VR_NAMES, _LONG_VRS, tuple.__new__, _BASE_TAGS
@@ -487,10 +519,7 @@ def _raw_elements(raw: bytes, pos: int, *, implicit: bool, file_meta: bool, item
         else:
             group, number, code, length = explicit_at(raw, pos)
         tag = group << 16 | number
-        if item:
-            if tag == 0xFFFEE00D:  # the item delimitation item
-                return (elements, pos + 8) if item_end is None else None
-        elif (group != 2) if file_meta else (tag in _PIXEL_TAGS):
+        if tag in stop:
             break
         start = pos + 8
         if not implicit:
@@ -502,25 +531,55 @@ def _raw_elements(raw: bytes, pos: int, *, implicit: bool, file_meta: bool, item
                     return None
                 length = length_at(raw, start)[0]
                 start += 4
-        if length == 0xFFFFFFFF and not file_meta and group != 0xFFFE:
-            sequence = _undefined_length_sequence(raw, tag, vr, start, implicit, encoding)
+        if length > end - start or group == 0xFFFE:  # the rare forms, out of the loop
+            sequence = _element_past_end(raw, tag, vr, length, start, implicit, encoding)
             if sequence is None:
                 return None
             elements[sequence[0].tag], pos = sequence
             continue
-        if length == 0xFFFFFFFF or start + length > end or group == 0xFFFE:
-            return None
-        base = tags.get(tag) or _base_tag(tag)
         if tag == 0x00080005:  # the items of the sequences that follow inherit it, as in pydicom
             encoding = convert_encodings(convert_string(raw[start:start + length], True))
+        base = tags[tag]
         value = raw[start:start + length] if length else empty_value_for_VR(vr, raw=True)
         # RawDataElement(base, vr, length, value, start, implicit, True), without keyword handling
         elements[base] = new(RawDataElement, (base, vr, length, value, start, implicit, True, True,
                                               False))
         pos = start + length
-    if item and item_end is None:  # no item delimitation item before the end
-        return None
     return elements, pos
+
+
+def _element_past_end(raw: bytes, tag: int, vr: str | None, length: int, start: int,
+                      implicit: bool, encoding: str | list[str]) -> tuple[DataElement, int] | None:
+    """An element whose length goes past the end of the scan, or an item tag in its place.
+
+    A sequence of undefined length (its end is known only from its sequence
+    delimitation item) is read by :func:`_undefined_length_sequence`; an
+    item tag where an element belongs, or a value cut by the end of the
+    bytes or of its item, gives None: pydicom decides what that is.
+    """
+    if length != 0xFFFFFFFF or tag >> 16 == 0xFFFE:
+        return None
+    return _undefined_length_sequence(raw, tag, vr, start, implicit, encoding)
+
+
+def _item_elements(raw: bytes, pos: int, length: int, implicit: bool,
+                   encoding: str | list[str]) -> tuple[_ElementMap, int] | None:
+    """The undecoded elements of the sequence item whose value starts at ``pos``.
+
+    Of defined ``length``, up to its end; of undefined length, up to its
+    item delimitation item (read too).  None when an element is not plain,
+    an item of undefined length has no item delimitation item, or one of
+    defined length has one inside.
+    """
+    end = len(raw) if length == 0xFFFFFFFF else pos + length
+    read = _raw_elements(raw, pos, end, implicit=implicit, stop=_ITEM_DELIMITATION,
+                         encoding=encoding)
+    if read is None:
+        return None
+    elements, stopped = read
+    if length == 0xFFFFFFFF:
+        return (elements, stopped + 8) if stopped < end else None
+    return None if stopped < end else read
 
 
 def _sequence_items(raw: bytes, pos: int, implicit: bool,
@@ -546,9 +605,7 @@ def _sequence_items(raw: bytes, pos: int, implicit: bool,
         if (tag != 0xFFFEE000 or length == 0 or first == (0xFFFE, 0xE00D)
                 or (not implicit and not (0x40 < b0 < 0x5B and 0x40 < b1 < 0x5B))):
             return None
-        parsed = _raw_elements(raw, pos + 8, implicit=implicit, file_meta=False, item=True,
-                               item_end=None if length == 0xFFFFFFFF else pos + 8 + length,
-                               encoding=encoding)
+        parsed = _item_elements(raw, pos + 8, length, implicit, encoding)
         if parsed is None:
             return None
         elements, end = parsed
@@ -600,7 +657,7 @@ def _undefined_length_sequence(raw: bytes, tag: int, vr: str | None, start: int,
             read = read_sequence(fp, implicit, True, 0xFFFFFFFF, encoding), fp.tell()
         except Exception:  # whatever pydicom makes of bytes it cannot read, dcmread decides
             return None
-    base = _BASE_TAGS.get(tag) or _base_tag(tag)
+    base = _BASE_TAGS[tag]
     return DataElement(base, vr, read[0], start, is_undefined_length=True), read[1]
 
 
