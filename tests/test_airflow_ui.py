@@ -195,9 +195,7 @@ def test_lineage_lists_each_tasks_own_inputs_and_outputs(airflow: Airflow) -> No
     source, site = str(airflow.tmp / "in"), str(airflow.tmp / "site")
 
     def names(task: str, side: str) -> set[tuple[str, str]]:
-        found = _complete(airflow.events, task)
-        assert found, task
-        return {(d["namespace"], d["name"]) for e in found for d in e[side]}
+        return _datasets(airflow.events, task, side)
 
     for task in ("download", "convert"):
         read = names(task, "inputs")
@@ -213,10 +211,22 @@ def test_lineage_lists_each_tasks_own_inputs_and_outputs(airflow: Airflow) -> No
     assert names("validate", "outputs") == set()
     assert names("publish", "inputs") == set()
     assert names("publish", "outputs") == {("static-dicomweb://site", "dicomweb_site")}
-    assert [e["eventType"] for e in airflow.events if e["job"]["name"] == "dicomweb_site"] == [
+    _check_run_and_start_events(airflow.events)
+
+
+def _datasets(events: list[dict[str, Any]], task: str, side: str) -> set[tuple[str, str]]:
+    """The (namespace, name) of the datasets on ``side`` (inputs or outputs) of ``task``'s COMPLETE events."""
+    found = _complete(events, task)
+    assert found, task
+    return {(d["namespace"], d["name"]) for e in found for d in e[side]}
+
+
+def _check_run_and_start_events(events: list[dict[str, Any]]) -> None:
+    """The DAG run has one event, COMPLETE; each task's START events name no datasets."""
+    assert [e["eventType"] for e in events if e["job"]["name"] == "dicomweb_site"] == [
         "COMPLETE"]  # the DAG run's own event
     for task in ("discover", "download", "convert", "aggregate", "validate", "publish"):
-        starts = [e for e in airflow.events if e["job"]["name"] == f"dicomweb_site.{task}"
+        starts = [e for e in events if e["job"]["name"] == f"dicomweb_site.{task}"
                   and e["eventType"] == "START"]
         assert starts and all(not e["inputs"] and not e["outputs"] for e in starts), task
 

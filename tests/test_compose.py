@@ -168,7 +168,18 @@ def test_monai_label_has_its_own_image(services: dict[str, Any]) -> None:
     service = services["monailabel"]
     assert service["build"] | {"args": None} == {"context": ".", "dockerfile": "docker/monailabel/Dockerfile",
                                                   "args": None}
-    dockerfile = (ROOT / "docker" / "monailabel" / "Dockerfile").read_text()
+    check_monai_label_dockerfile((ROOT / "docker" / "monailabel" / "Dockerfile").read_text())
+    command = [interpolate(str(part)) for part in service["command"]]
+    assert command[command.index("--studies") + 1] == "http://dicomweb:8042"
+    confs = {command[i + 1]: command[i + 2] for i, part in enumerate(command) if part == "--conf"}
+    assert confs["use_pretrained_model"] == "false" and confs["sam2"] == "false"
+    assert confs["models"] == "spine_cpu"
+    assert service["depends_on"]["dicomweb"]["condition"] == "service_healthy"
+
+
+def check_monai_label_dockerfile(dockerfile: str) -> None:
+    """The image holds the project's spine_cpu config and spine_model, with pinned versions, and names
+    no package index."""
     # the project's spine_cpu config and the spine_model package it imports are in the image
     for copied in ("clients/monailabel/app/", "include/spine_model/"):
         assert f"COPY {copied}" in dockerfile or f"COPY --chown=monai {copied}" in dockerfile
@@ -178,12 +189,6 @@ def test_monai_label_has_its_own_image(services: dict[str, Any]) -> None:
     # the CPU index for torch is a build argument without a default: no index is named here
     assert re.search(r"^ARG TORCH_INDEX_URL$", dockerfile, re.M)
     assert not re.search(r"https?://(?!dicomweb:)", dockerfile), "a URL other than the site's"
-    command = [interpolate(str(part)) for part in service["command"]]
-    assert command[command.index("--studies") + 1] == "http://dicomweb:8042"
-    confs = {command[i + 1]: command[i + 2] for i, part in enumerate(command) if part == "--conf"}
-    assert confs["use_pretrained_model"] == "false" and confs["sam2"] == "false"
-    assert confs["models"] == "spine_cpu"
-    assert service["depends_on"]["dicomweb"]["condition"] == "service_healthy"
 
 
 def command(service: dict[str, Any]) -> list[str]:

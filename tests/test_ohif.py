@@ -47,7 +47,8 @@ CLIENT = ROOT / "clients" / "ohif"
 ARTIFACTS = ROOT / ".artifacts" / "ohif"
 CHROMIUM = Path("/usr/bin/chromium")
 
-def _missing() -> str | None:
+def ohif_missing() -> str | None:
+    """Why OHIF cannot be driven here (node, Chromium, clients/ohif's setup), or None."""
     if shutil.which("node") is None:
         return "node is not installed"
     if not CHROMIUM.exists():
@@ -69,7 +70,7 @@ def _serve_ohif_module() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def ct_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    reason = _missing()
+    reason = ohif_missing()
     if reason:
         pytest.skip(reason)
     out = tmp_path_factory.mktemp("ohif") / "input"
