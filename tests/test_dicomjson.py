@@ -520,7 +520,7 @@ def test_cached_json_is_pydicoms_conversion(realistic_files: list[Path],
         except Exception:  # a file that does not convert at all: not this test's
             continue
         with monkeypatch.context() as patch:
-            patch.setattr(dicomjson, "_CACHE", _NoCache())
+            patch.setattr(dicomjson, "_ATTRIBUTES", _NoCache())
             reference = encode(dataset_to_json(read(), reference_calls))
         assert cached == reference, path
         assert cached_calls.calls == reference_calls.calls, path

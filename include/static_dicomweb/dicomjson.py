@@ -90,6 +90,77 @@ def _person_name(value: Any) -> JsonDict | None:
     return out or None
 
 
+def _resolve_vr(elem: DataElement, ds: Dataset) -> DataElement:
+    """``elem`` with one VR where its dictionary VR is ambiguous (``US or SS``, ``OB or OW``).
+
+    pydicom resolves it from other elements of ``ds`` (Pixel Representation,
+    Bits Allocated and the like); where they do not decide it, the first VR.
+    """
+    elem = cast(DataElement, correct_ambiguous_vr_element(elem, ds, True))
+    if " or " in elem.VR:
+        elem.VR = elem.VR.split(" or ")[0]
+    return elem
+
+
+def _sequence(elem: DataElement, path: str, bulk: BulkHandler | None, inline_limit: int) -> JsonDict:
+    """SQ: each item a DICOM JSON object, its elements' tag paths under ``{path}.{index}.``."""
+    items = [dataset_to_json(item, bulk, f"{path}.{i}.", inline_limit)
+             for i, item in enumerate(elem.value or [])]
+    return {"vr": elem.VR, "Value": items} if items else {"vr": elem.VR}
+
+
+def _binary(elem: DataElement, path: str, bulk: BulkHandler | None, inline_limit: int) -> JsonDict:
+    """OB, OW, UN and the other binary VRs: ``InlineBinary``, or ``BulkDataURI`` from ``bulk``.
+
+    Pixel data, and values longer than ``inline_limit``, go to ``bulk`` where
+    there is one (PS3.18 F.2.7).
+    """
+    data = bytes(elem.value) if elem.value is not None else b""
+    if not data:
+        return {"vr": elem.VR}
+    if bulk is not None and (len(data) > inline_limit or elem.tag in PIXEL_DATA_TAGS):
+        return {"vr": elem.VR, "BulkDataURI": bulk(path, data)}
+    return {"vr": elem.VR, "InlineBinary": base64.b64encode(data).decode("ascii")}
+
+
+def _person_names(elem: DataElement, path: str, bulk: BulkHandler | None,
+                  inline_limit: int) -> JsonDict:
+    """PN: each name an object of its component groups (PS3.18 F.2.2), an empty one null."""
+    names = [_person_name(v) for v in _values(elem.value)]
+    return {"vr": elem.VR, "Value": names} if any(names) else {"vr": elem.VR}
+
+
+def _numbers(elem: DataElement, path: str, bulk: BulkHandler | None, inline_limit: int) -> JsonDict:
+    """IS, DS and the binary numbers (FL, FD, SS, US, ...): JSON numbers, null where none is."""
+    integer = elem.VR == "IS" or elem.VR in INT_VRS
+    numbers = [_number(v, integer, path) for v in _values(elem.value)]
+    return {"vr": elem.VR, "Value": numbers} if numbers else {"vr": elem.VR}
+
+
+def _tags(elem: DataElement, path: str, bulk: BulkHandler | None, inline_limit: int) -> JsonDict:
+    """AT: each value a tag as eight hex digits (PS3.18 F.2.3.1)."""
+    tags = [tag_key(int(v)) for v in _values(elem.value)]
+    return {"vr": elem.VR, "Value": tags} if tags else {"vr": elem.VR}
+
+
+def _texts(elem: DataElement, path: str, bulk: BulkHandler | None, inline_limit: int) -> JsonDict:
+    """The string VRs (dates and times included): strings, an empty value null."""
+    texts = [None if v in (None, "") else str(v) for v in _values(elem.value)]
+    if any(t is not None for t in texts):
+        return {"vr": elem.VR, "Value": texts}
+    return {"vr": elem.VR}
+
+
+#: Makes an element's attribute object: (element, tag path, bulk handler, inline limit).
+_Encoder = Callable[[DataElement, str, BulkHandler | None, int], JsonDict]
+#: The encoder of each VR whose JSON is not strings (PS3.18 Table F.2.3-1); strings otherwise.
+_ENCODERS: dict[str, _Encoder] = {
+    "SQ": _sequence, "PN": _person_names, "AT": _tags,
+    **dict.fromkeys(BINARY_VRS, _binary),
+    **dict.fromkeys(FLOAT_VRS | INT_VRS | {"IS", "DS"}, _numbers),
+}
+
+
 def element_to_json(elem: DataElement, ds: Dataset, path: str, bulk: BulkHandler | None,
                     inline_limit: int = INLINE_BINARY_LIMIT) -> JsonDict:
     """One element as a DICOM JSON attribute object.
@@ -107,53 +178,23 @@ def element_to_json(elem: DataElement, ds: Dataset, path: str, bulk: BulkHandler
 
     """
     if " or " in elem.VR:
-        elem = cast(DataElement, correct_ambiguous_vr_element(elem, ds, True))
-        if " or " in elem.VR:
-            elem.VR = elem.VR.split(" or ")[0]
-    vr = elem.VR
-    out: JsonDict = {"vr": vr}
-    value = elem.value
-    if vr == "SQ":
-        items = [dataset_to_json(item, bulk, f"{path}.{i}.", inline_limit)
-                 for i, item in enumerate(value or [])]
-        if items:
-            out["Value"] = items
-    elif vr in BINARY_VRS:
-        data = bytes(value) if value is not None else b""
-        if not data:
-            return out
-        if bulk is not None and (len(data) > inline_limit or elem.tag in PIXEL_DATA_TAGS):
-            out["BulkDataURI"] = bulk(path, data)
-        else:
-            out["InlineBinary"] = base64.b64encode(data).decode("ascii")
-    elif vr == "PN":
-        names = [_person_name(v) for v in _values(value)]
-        if any(names):
-            out["Value"] = names
-    elif vr in ("IS", "DS"):
-        nums = [_number(v, vr == "IS", path) for v in _values(value)]
-        if nums:
-            out["Value"] = nums
-    elif vr in FLOAT_VRS or vr in INT_VRS:
-        nums = [_number(v, vr in INT_VRS, path) for v in _values(value)]
-        if nums:
-            out["Value"] = nums
-    elif vr == "AT":
-        tags = [tag_key(int(v)) for v in _values(value)]
-        if tags:
-            out["Value"] = tags
-    else:
-        texts = [None if v in (None, "") else str(v) for v in _values(value)]
-        if texts and any(t is not None for t in texts):
-            out["Value"] = texts
-    return out
+        elem = _resolve_vr(elem, ds)
+    return _ENCODERS.get(elem.VR, _texts)(elem, path, bulk, inline_limit)
 
 
-#: Attribute objects of repeated elements, by (tag, VR, encoded value, byte order, charset).
-_CACHE: dict[tuple[Any, ...], JsonDict] = {}
-#: Their JSON member (``"key":{...}``) once encoded, by ``id`` of the attribute object (which
-#: the entry keeps alive, so the id stays its own).
-_ENCODED: dict[int, tuple[JsonDict, str, bytes]] = {}
+# Reuse from slice to slice.  Most of a series' attributes repeat byte for byte from one slice
+# to the next, so dataset_to_json keeps the attribute object it made from an element's encoded
+# bytes (_ATTRIBUTES, keyed as _repeat_key says) and hands the same object out again, and
+# encode_attributes writes each such object's JSON once (_MEMBERS).  _MEMBERS is keyed by id()
+# because an attribute object is a dict, which cannot be a key itself; each entry holds its
+# object, so while the entry lives no other object can have that id.  _remember empties both
+# together when full.  The price: results share attribute objects, to be treated as read-only.
+
+#: Attribute objects made from encoded bytes, by :func:`_repeat_key`.
+_ATTRIBUTES: dict[tuple[Any, ...], JsonDict] = {}
+#: For each object in _ATTRIBUTES, by its id: (the object, its key, its JSON member
+#: ``"key":{...}``); the key and member are empty until it is first encoded.
+_MEMBERS: dict[int, tuple[JsonDict, str, bytes]] = {}
 _CACHE_LIMIT = 50_000
 #: Keys that JSON writes as they are (tags are eight hex digits).
 _PLAIN_KEY = re.compile(r"[0-9A-Za-z]*")
@@ -162,6 +203,7 @@ _PLAIN_KEY = re.compile(r"[0-9A-Za-z]*")
 #: The VRs whose undecoded values are cached: not binary, not sequences, not ambiguous.
 _CACHED_VRS = frozenset(str(vr) for vr in VR) - BINARY_VRS - {"SQ"} - {
     str(vr) for vr in VR if " or " in str(vr)}
+#: ``tag_key`` of the tags seen, as it is asked for every element.
 _TAG_KEYS: dict[int, str] = {}
 
 
@@ -186,23 +228,33 @@ def _decodes(value: bytes, encodings: Sequence[str], vr: str) -> bool:
     if vr == "PN":
         parts = [group for part in parts for group in part.split(b"=")]
     delimiters = PN_DELIMS if vr == "PN" else TEXT_VR_DELIMS
+    return all(_fragment_decodes(fragment, encodings, delimiters)
+               for part in parts for fragment in (_FRAGMENT.findall(part) if _ESC in part else [part]))
+
+
+def _fragment_decodes(fragment: bytes, encodings: Sequence[str], delimiters: set[int]) -> bool:
+    """Whether one run of a value decodes: the text before any escape sequence, or one of them.
+
+    Text before any escape sequence is in the first encoding.  An escape
+    sequence names the encoding of what follows it, up to the next one; for
+    the encodings Python does not switch itself, only up to the first
+    delimiter, after which the first encoding is back (as pydicom decodes).
+    """
     try:
-        for part in parts:
-            for fragment in _FRAGMENT.findall(part) if _ESC in part else [part]:
-                if not fragment.startswith(_ESC):
-                    fragment.decode(encodings[0])
-                    continue
-                length = 4 if fragment.startswith((b"\x1b$(", b"\x1b$)")) else 3
-                encoding = CODES_TO_ENCODINGS.get(fragment[:length], "")
-                if encoding not in encodings and encoding != default_encoding:
-                    return False  # an escape sequence to a character set not declared
-                if encoding in handled_encodings:  # Python reads the escape sequences itself
-                    fragment.decode(encoding)
-                    continue
-                body = fragment[length:]
-                cut = next((n for n, byte in enumerate(body) if byte in delimiters), len(body))
-                body[:cut].decode(encoding)
-                body[cut:].decode(encodings[0])
+        if not fragment.startswith(_ESC):
+            fragment.decode(encodings[0])
+            return True
+        length = 4 if fragment.startswith((b"\x1b$(", b"\x1b$)")) else 3
+        encoding = CODES_TO_ENCODINGS.get(fragment[:length], "")
+        if encoding not in encodings and encoding != default_encoding:
+            return False  # an escape sequence to a character set not declared
+        if encoding in handled_encodings:  # Python reads the escape sequences itself
+            fragment.decode(encoding)
+            return True
+        body = fragment[length:]
+        cut = next((n for n, byte in enumerate(body) if byte in delimiters), len(body))
+        body[:cut].decode(encoding)
+        body[cut:].decode(encodings[0])
     except UnicodeError:
         return False
     return True
@@ -290,6 +342,60 @@ def _plain_lookup(raw: RawDataElement, ds: Dataset) -> bool:
     return " or " not in vr
 
 
+def _repeat_key(raw: DataElement | RawDataElement, tag: int, charset: Any, creators: dict[int, Any],
+                bulk: BulkHandler | None, inline_limit: int) -> tuple[Any, ...] | None:
+    """What decides an undecoded element's attribute object, as a key of ``_ATTRIBUTES``.
+
+    The tag, the VR as stored, the bytes, their byte order and the character
+    sets they are decoded with (``charset``, see :func:`_charset_key`); where
+    pydicom looks the VR up (implicit VR, UN), also the private creator it
+    looks it up with (``creators``, see :func:`_creator`) and whether the
+    value is inlined.  None for an element always converted: one already
+    decoded, or of a binary VR, a sequence or an ambiguous VR (``US or SS``).
+    """
+    if not isinstance(raw, RawDataElement) or raw.value is None:
+        return None
+    vr = raw.VR
+    if vr in _CACHED_VRS:
+        return (tag, vr, raw.value, raw.is_little_endian, charset)
+    if vr is None or vr == "UN":
+        return (tag, vr, raw.value, raw.is_little_endian, charset, _creator(creators, tag),
+                bulk is None or len(raw.value) <= inline_limit)
+    return None
+
+
+def _convert(tag: int, raw: DataElement | RawDataElement, ds: Dataset, path: str,
+             bulk: BulkHandler | None, inline_limit: int) -> JsonDict:
+    """The attribute object of ``ds``'s element ``tag``: pydicom's value, or undecodable bytes."""
+    if isinstance(raw, RawDataElement) and raw.value:
+        attr = undecodable(raw, ds)
+        if attr is not None:
+            return attr
+    return element_to_json(ds[tag], ds, path, bulk, inline_limit)
+
+
+def _reusable(raw: RawDataElement, ds: Dataset, attr: JsonDict) -> bool:
+    """Whether ``attr``, made from ``raw``, is what the same bytes give wherever they recur.
+
+    Always for a VR as stored.  For a VR pydicom looks up (implicit VR, UN):
+    not where the lookup is ambiguous (it is resolved from other elements of
+    ``ds``), nor for a sequence made from UN bytes, nor for bulk data (its URI
+    names the element's tag path).
+    """
+    if raw.VR is not None and raw.VR != "UN":
+        return True
+    return _plain_lookup(raw, ds) and attr["vr"] != "SQ" and "BulkDataURI" not in attr
+
+
+def _remember(repeat: tuple[Any, ...], attr: JsonDict) -> None:
+    """Keep ``attr`` for the next element whose :func:`_repeat_key` is ``repeat``."""
+    if len(_ATTRIBUTES) >= _CACHE_LIMIT:
+        _ATTRIBUTES.clear()
+        _MEMBERS.clear()
+    _ATTRIBUTES[repeat] = attr
+    _MEMBERS[id(attr)] = (attr, "", b"")
+
+
 def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = "",
                     inline_limit: int = INLINE_BINARY_LIMIT) -> JsonDict:
     """A dataset as a DICOM JSON object, keys in tag order.
@@ -311,40 +417,17 @@ def dataset_to_json(ds: Dataset, bulk: BulkHandler | None = None, prefix: str = 
     # the elements as stored (undecoded ones stay so), by tag number (plain ints compare fast)
     for tag, raw in sorted(zip(map(int, ds.keys()), ds.values(), strict=True)):
         if not tag & 0xFFFF:
-            continue
+            continue  # a group length
         key = _TAG_KEYS.get(tag) or _tag_key(tag)
         if tag >> 16 & 1 and 0x10 <= tag & 0xFFFF <= 0xFF:
             creators[tag] = _stored(raw.value)
-        cache_key: tuple[Any, ...] | None = None
-        looked_up = False  # the VR is pydicom's lookup (implicit VR or UN), not the stored one
-        if isinstance(raw, RawDataElement) and raw.value is not None:
-            vr = raw.VR
-            if vr in _CACHED_VRS:
-                cache_key = (tag, vr, raw.value, raw.is_little_endian, charset)
-            elif vr is None or vr == "UN":
-                looked_up = True
-                cache_key = (tag, vr, raw.value, raw.is_little_endian, charset,
-                             _creator(creators, tag), bulk is None or len(raw.value) <= inline_limit)
-            if cache_key is not None:
-                cached = _CACHE.get(cache_key)
-                if cached is not None:
-                    out[key] = cached
-                    continue
-                if looked_up and not _plain_lookup(raw, ds):
-                    cache_key = None
-        attr = None
-        if isinstance(raw, RawDataElement) and raw.value:
-            attr = undecodable(raw, ds)
+        repeat = _repeat_key(raw, tag, charset, creators, bulk, inline_limit)
+        attr = _ATTRIBUTES.get(repeat) if repeat is not None else None
         if attr is None:
-            attr = element_to_json(ds[tag], ds, prefix + key.lower(), bulk, inline_limit)
-        if cache_key is not None and looked_up and (attr["vr"] == "SQ" or "BulkDataURI" in attr):
-            cache_key = None  # a sequence made from UN bytes, or bulk data named by its path
-        if cache_key is not None:
-            if len(_CACHE) >= _CACHE_LIMIT:
-                _CACHE.clear()
-                _ENCODED.clear()
-            _CACHE[cache_key] = attr
-            _ENCODED[id(attr)] = (attr, "", b"")
+            attr = _convert(tag, raw, ds, prefix + key.lower(), bulk, inline_limit)
+            # a repeat key is made for undecoded elements only
+            if repeat is not None and _reusable(cast(RawDataElement, raw), ds, attr):
+                _remember(repeat, attr)
         out[key] = attr
     return out
 
@@ -369,14 +452,14 @@ def encode_attributes(attrs: JsonDict) -> bytes:
     members = []
     for key in sorted(attrs):
         attr = attrs[key]
-        entry = _ENCODED.get(id(attr))
-        if entry is not None and entry[0] is attr and entry[1] == key:
-            members.append(entry[2])
+        shared = _MEMBERS.get(id(attr))
+        if shared is not None and shared[1] == key:
+            members.append(shared[2])
             continue
         name = key.encode() if _PLAIN_KEY.fullmatch(key) else encode(key)[1:-1]
         member = b'"' + name + b'":' + encode(attr)
-        if entry is not None and entry[0] is attr:
-            _ENCODED[id(attr)] = (attr, key, member)
+        if shared is not None:
+            _MEMBERS[id(attr)] = (attr, key, member)
         members.append(member)
     return b"{" + b",".join(members) + b"}"
 
