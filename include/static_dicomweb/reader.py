@@ -244,13 +244,36 @@ def read_instance(path: str | Path, data: bytes | None = None, sha256: str = "")
 
 def _read_instance(path: str | Path, data: bytes | None, sha256: str) -> SourceInstance:
     name = str(path)
+    raw = _file_bytes(path, data, name)
+    has_header = raw[128:132] == b"DICM"
+    ds, pixel_view, known_syntax = _read_dataset(raw, has_header, name)
+    _check_complete(ds, name, pixel_view is not None)
+    study, series, sop, sop_class = _instance_uids(ds, name, plain=has_header)
+    syntax = syntax_info(known_syntax or _actual_syntax(ds), name)
+    _check_pixel_encoding(ds, syntax, pixel_view is not None, name)
+    p10 = raw if has_header else _as_part10(ds, syntax.uid)
+    inst = SourceInstance(name, p10, ds, syntax, study, series, sop, sop_class, pixel_view,
+                          sha256 if p10 is raw else "")
+    if inst.pixel_data is not None:
+        _check_pixel_description(ds, name)
+    _ = inst.frames  # check the pixel data now, so a bad file is rejected before writing
+    return inst
+
+
+def _file_bytes(path: str | Path, data: bytes | None, name: str) -> bytes:
+    """``data``, else the bytes of ``path``; rejected when unreadable or empty."""
     try:
         raw = read_regular_file(path) if data is None else data
     except OSError as exc:
         raise RejectedInstanceError(name, f"cannot be read: {exc.strerror or exc}") from exc
     if not raw:
         raise RejectedInstanceError(name, "empty file (0 bytes)")
-    has_header = raw[128:132] == b"DICM"
+    return raw
+
+
+def _read_dataset(raw: bytes, has_header: bool,
+                  name: str) -> tuple[Dataset, memoryview | None, str | None]:
+    """:func:`_parse`, rejecting what is no DICOM data set, with the reason."""
     try:
         ds, pixel_view, known_syntax = _parse(raw, has_header)
     except (InvalidDicomError, EOFError, ValueError, KeyError, OSError, struct.error) as exc:
@@ -263,25 +286,40 @@ def _read_instance(path: str | Path, data: bytes | None, sha256: str) -> SourceI
             raise RejectedInstanceError(name, "not a DICOM file (no 'DICM' prefix at byte 128 "
                                               "and no SOP Instance UID)")
         log.warning("%s: no Part 10 header; serving it re-encoded as Part 10", name)
-    _check_complete(ds, name, pixel_view is not None)
-    uids = {}
-    for keyword, tag, number in (("StudyInstanceUID", "(0020,000D)", 0x0020000D),
-                                 ("SeriesInstanceUID", "(0020,000E)", 0x0020000E),
-                                 ("SOPInstanceUID", "(0008,0018)", 0x00080018),
-                                 ("SOPClassUID", "(0008,0016)", 0x00080016)):
-        # read from the element's bytes where plain; pydicom decodes (and warns) otherwise.  A
-        # file without Part 10 header is re-encoded from its decoded elements below: as before
-        value = _plain_uid(ds, number) if has_header else None
+    return ds, pixel_view, known_syntax
+
+
+#: The UIDs that place an instance in a site: keyword, tag as messages write it, tag number.
+_INSTANCE_UIDS = (("StudyInstanceUID", "(0020,000D)", 0x0020000D),
+                  ("SeriesInstanceUID", "(0020,000E)", 0x0020000E),
+                  ("SOPInstanceUID", "(0008,0018)", 0x00080018),
+                  ("SOPClassUID", "(0008,0016)", 0x00080016))
+
+
+def _instance_uids(ds: Dataset, name: str, *, plain: bool) -> list[str]:
+    """The Study, Series and SOP Instance UIDs and the SOP Class UID, each present and valid.
+
+    With ``plain``, each is read from its element's bytes where it can be;
+    pydicom decodes (and warns) otherwise.  A file without the Part 10
+    header is re-encoded from its decoded elements, so those are read.
+    """
+    uids = []
+    for keyword, where, tag in _INSTANCE_UIDS:
+        value = _plain_uid(ds, tag) if plain else None
         if value is None:
             value = ds.get(keyword)
         if value is None or str(value).strip("\x00 ") == "":
-            raise RejectedInstanceError(name, f"lacks {tag} {keyword}")
+            raise RejectedInstanceError(name, f"lacks {where} {keyword}")
         try:
-            uids[keyword] = validate_uid(value, what=f"{tag} {keyword}")
+            uids.append(validate_uid(value, what=f"{where} {keyword}"))
         except InvalidUIDError as exc:
             raise RejectedInstanceError(name, str(exc)) from exc
-    syntax = syntax_info(known_syntax or _actual_syntax(ds), name)
-    if pixel_view is not None and not syntax.native:
+    return uids
+
+
+def _check_pixel_encoding(ds: Dataset, syntax: SyntaxInfo, native_view: bool, name: str) -> None:
+    """Reject (7FE0,0010) PixelData native under an encapsulated transfer syntax, or the reverse."""
+    if native_view and not syntax.native:
         raise RejectedInstanceError(name, f"(7FE0,0010) PixelData is native but the transfer "
                                           f"syntax is {syntax.name} ({syntax.uid})")
     if "PixelData" in ds:
@@ -290,14 +328,6 @@ def _read_instance(path: str | Path, data: bytes | None, sha256: str) -> SourceI
             shape = "encapsulated" if elem.is_undefined_length else "native"
             raise RejectedInstanceError(name, f"(7FE0,0010) PixelData is {shape} but the "
                                               f"transfer syntax is {syntax.name} ({syntax.uid})")
-    p10 = raw if has_header else _as_part10(ds, syntax.uid)
-    inst = SourceInstance(name, p10, ds, syntax, uids["StudyInstanceUID"],
-                          uids["SeriesInstanceUID"], uids["SOPInstanceUID"], uids["SOPClassUID"],
-                          pixel_view, sha256 if p10 is raw else "")
-    if inst.pixel_data is not None:
-        _check_pixel_description(ds, name)
-    _ = inst.frames  # check the pixel data now, so a bad file is rejected before writing
-    return inst
 
 
 #: The Image Pixel module's attributes that say how (7FE0,0010) is laid out, all Type 1.
@@ -335,6 +365,11 @@ def _check_pixel_description(ds: Dataset, name: str) -> None:
     if stored is not None and not 0 < stored <= bits:
         raise RejectedInstanceError(name, f"(0028,0101) BitsStored is {stored}, not from 1 to "
                                           f"(0028,0100) BitsAllocated {bits}")
+    _check_number_of_frames(ds, name)
+
+
+def _check_number_of_frames(ds: Dataset, name: str) -> None:
+    """Reject a (0028,0008) NumberOfFrames that is present but not a positive integer."""
     item = ds.get_item(0x00280008)
     value = item.value if item is not None else None
     text = (value.decode("latin-1") if isinstance(value, bytes) else str(value or "")).strip(" \x00")
@@ -374,20 +409,32 @@ def _parse(raw: bytes, has_header: bool) -> tuple[Dataset, memoryview | None, st
         ds, pos, known = header
     implicit, little = ds.original_encoding
     if raw[pos:pos + 4] == _PIXEL_TAG and little and (known or not _is_deflated(ds)):
-        if implicit:
-            length, start = struct.unpack_from("<I", raw, pos + 4)[0], pos + 8
-        elif raw[pos + 4:pos + 6] in (b"OB", b"OW", b"UN"):
-            length, start = struct.unpack_from("<I", raw, pos + 8)[0], pos + 12
-        else:
-            length, start = 0xFFFFFFFF, 0
-        end = start + length
-        if length != 0xFFFFFFFF and end <= len(raw) and len(raw) - end <= 1:
-            return ds, memoryview(raw)[start:end], known
+        view = _native_pixel_data(raw, pos, bool(implicit))
+        if view is not None:
+            return ds, view, known
     if pos >= len(raw) and (known or not _is_deflated(ds)):
         return ds, None, known
     full = dcmread(io.BytesIO(raw), force=not has_header)
     full.keys()
     return full, None, None
+
+
+def _native_pixel_data(raw: bytes, pos: int, implicit: bool) -> memoryview | None:
+    """The value of the (7FE0,0010) element at ``pos``, without copying, when it ends the file.
+
+    Little endian, of defined length (native), followed by one byte of
+    padding at most; else None (pydicom then reads the whole file).
+    """
+    if implicit:
+        length, start = struct.unpack_from("<I", raw, pos + 4)[0], pos + 8
+    elif raw[pos + 4:pos + 6] in (b"OB", b"OW", b"UN"):
+        length, start = struct.unpack_from("<I", raw, pos + 8)[0], pos + 12
+    else:
+        return None
+    end = start + length
+    if length != 0xFFFFFFFF and end <= len(raw) and len(raw) - end <= 1:
+        return memoryview(raw)[start:end]
+    return None
 
 
 #: Explicit VRs as written in a file, and those with a 4-byte length.
@@ -490,7 +537,7 @@ class _OutsideGroup:
         return isinstance(tag, int) and tag >> 16 != self.group
 
 
-#: Where the scan of the file meta information, of an item of undefined length and of the data set stops.
+#: Where a scan of the file meta information, and of a sequence item, stops (the data set's: _PIXEL_TAGS).
 _OUTSIDE_FILE_META = _OutsideGroup(0x0002)
 _ITEM_DELIMITATION = frozenset({0xFFFEE00D})
 
@@ -730,15 +777,7 @@ def _native_frames(inst: SourceInstance) -> list[bytes | memoryview]:
     data = inst.pixel_data
     assert data is not None
     if bits == 1:
-        needed = (pixels * count + 7) // 8
-        if len(data) < needed:
-            raise _truncated(inst, needed, len(data))
-        _check_excess(inst, len(data), needed, (pixels + 7) // 8)
-        if pixels % 8 == 0:
-            return [data[i * pixels // 8:(i + 1) * pixels // 8] for i in range(count)]
-        flat = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
-        return [np.packbits(flat[i * pixels:(i + 1) * pixels], bitorder="little").tobytes()
-                for i in range(count)]  # frames of 1-bit data are packed one by one
+        return _one_bit_frames(inst, data, pixels, count)
     size = pixels * bits // 8
     if len(data) < size * count:
         raise _truncated(inst, size * count, len(data))
@@ -748,6 +787,20 @@ def _native_frames(inst: SourceInstance) -> list[bytes | memoryview]:
         data = np.frombuffer(data, dtype, pixels * count).astype(dtype.newbyteorder("<")).tobytes()
     view = memoryview(data)
     return [view[i * size:(i + 1) * size] for i in range(count)]
+
+
+def _one_bit_frames(inst: SourceInstance, data: bytes | memoryview, pixels: int,
+                    count: int) -> list[bytes | memoryview]:
+    """The ``count`` frames of ``pixels`` 1-bit pixels each, packed from bit 0 of each byte."""
+    needed = (pixels * count + 7) // 8
+    if len(data) < needed:
+        raise _truncated(inst, needed, len(data))
+    _check_excess(inst, len(data), needed, (pixels + 7) // 8)
+    if pixels % 8 == 0:
+        return [data[i * pixels // 8:(i + 1) * pixels // 8] for i in range(count)]
+    flat = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+    return [np.packbits(flat[i * pixels:(i + 1) * pixels], bitorder="little").tobytes()
+            for i in range(count)]  # frames of 1-bit data are packed one by one
 
 
 def _plain_value(ds: Dataset, tag: int, vr: str) -> bytes | None:
