@@ -569,3 +569,20 @@ def test_un_element_cached_per_private_creator() -> None:
             "vr": "UN", "InlineBinary": base64.b64encode(value).decode()}
         known, unknown = (explicit_le((0x00190010, "LO", b"GEMS_ACQU_01"), (0x00191024, "UN", value)),
                           explicit_le((0x00190010, "LO", b"SOMEONE_ELSE"), (0x00191024, "UN", value)))
+
+
+def test_encode_attributes_writes_the_bytes_of_encode(realistic_files: list[Path]) -> None:
+    """The JSON of attribute objects shared between slices is reused, and is what encode writes.
+
+    From a series' second slice on most attribute objects are shared; one of them is also put
+    under another key, and under a key that JSON escapes: each member names its own key.
+    """
+    shared: JsonDict | None = None
+    for path in realistic_files:
+        attrs = dataset_to_json(_read(path))
+        assert dicomjson.encode_attributes(attrs) == encode(attrs), path
+        shared = attrs["00080060"]
+    assert shared is not None and id(shared) in dicomjson._MEMBERS
+    moved = {"00080060": shared, "00080061": shared, 'a "key"\n': shared}
+    assert dicomjson.encode_attributes(moved) == encode(moved)
+    assert dicomjson.encode_attributes(moved) == encode(moved)
