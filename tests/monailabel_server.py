@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,11 +15,50 @@ from pathlib import Path
 
 import requests
 
+from static_dicomweb.serve import serve_in_thread
+
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "clients" / "monailabel"
 VENV_PYTHON = CLIENT / ".venv" / "bin" / "python"
 INSTALLED = CLIENT / ".venv" / ".installed"
 START_TIMEOUT_S = 300
+
+
+_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
+
+
+class RequestLog(logging.Handler):
+    """Keeps the access log lines of ``static_dicomweb.serve`` (it logs every request at DEBUG)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())  # handle() holds the handler's lock around emit()
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        with self.lock:  # type: ignore[union-attr]
+            matches = [_ACCESS.search(line) for line in self.lines]
+        return [(m["method"], m["path"], int(m["status"])) for m in matches if m]
+
+
+@contextlib.contextmanager
+def serving_with_access_log(site: Path, token: str) -> Iterator[tuple[str, RequestLog]]:
+    """Serve ``site`` (STOW-RS with ``token``); yield its URL and the log of every request it answers."""
+    access = RequestLog()
+    serve_log = logging.getLogger("static_dicomweb.serve")
+    level = serve_log.level
+    serve_log.addHandler(access)
+    serve_log.setLevel(logging.DEBUG)
+    server, site_url = serve_in_thread(str(site), stow_token=token)
+    try:
+        yield site_url, access
+    finally:
+        server.shutdown()
+        server.server_close()
+        serve_log.removeHandler(access)
+        serve_log.setLevel(level)
 
 
 def free_port() -> int:
@@ -65,9 +106,15 @@ def running_monailabel(site_url: str, work: Path, token: str, port: int | None =
             time.sleep(0.5)
         yield url, log_file
     finally:
+        stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """End ``process`` and all it started (it leads its own group): SIGTERM, SIGKILL after 30 s."""
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)

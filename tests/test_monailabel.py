@@ -35,11 +35,17 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 
 from static_dicomweb.convert import convert
-from static_dicomweb.serve import serve_in_thread
 from static_dicomweb.store import LocalStore
 from static_dicomweb_sample import SampleSpec, generate_sample
 
-from .monailabel_server import CLIENT, INSTALLED, monailabel_env, running_monailabel
+from .monailabel_server import (
+    CLIENT,
+    INSTALLED,
+    RequestLog,
+    monailabel_env,
+    running_monailabel,
+    serving_with_access_log,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = CLIENT / ".venv" / "bin"
@@ -166,25 +172,6 @@ def read_sources(folder: Path) -> dict[str, Series]:
 
 # --- the running pair: serve and MONAI Label ---------------------------------------------------------
 
-_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
-
-
-class RequestLog(logging.Handler):
-    """Keeps the access log lines of ``static_dicomweb.serve`` (it logs every request at DEBUG)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())  # handle() holds the handler's lock around emit()
-
-    def requests(self) -> list[tuple[str, str, int]]:
-        with self.lock:  # type: ignore[union-attr]
-            matches = [_ACCESS.search(line) for line in self.lines]
-        return [(m["method"], m["path"], int(m["status"])) for m in matches if m]
-
-
 @dataclass
 class MonaiLabel:
     url: str
@@ -253,30 +240,25 @@ def monailabel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonaiLabel]
     sources[seg.uid] = seg
     timings["convert"] = round(time.monotonic() - started, 3)
 
-    access = RequestLog()
-    serve_log = logging.getLogger("static_dicomweb.serve")
-    level = serve_log.level
-    serve_log.addHandler(access)
-    serve_log.setLevel(logging.DEBUG)
-    server, site_url = serve_in_thread(str(site), stow_token=TOKEN)
+    with serving_with_access_log(site, TOKEN) as (site_url, access):
+        started = time.monotonic()
+        try:
+            with running_monailabel(site_url, tmp, TOKEN) as (url, log_file):
+                timings["monailabel start"] = round(time.monotonic() - started, 3)
+                ml = MonaiLabel(url, site_url, sources, seg, seg_image, access, log_file, timings)
+                log.info("MONAI Label up on %s for %s in %.1f s", url, site_url, timings["monailabel start"])
+                yield ml
+        finally:
+            save_artifacts(tmp, access, timings)
 
-    started = time.monotonic()
-    try:
-        with running_monailabel(site_url, tmp, TOKEN) as (url, log_file):
-            timings["monailabel start"] = round(time.monotonic() - started, 3)
-            ml = MonaiLabel(url, site_url, sources, seg, seg_image, access, log_file, timings)
-            log.info("MONAI Label up on %s for %s in %.1f s", ml.url, site_url, timings["monailabel start"])
-            yield ml
-    finally:
-        server.shutdown()
-        server.server_close()
-        serve_log.removeHandler(access)
-        serve_log.setLevel(level)
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "serve-requests.log").write_text("\n".join(access.lines) + "\n")
-        if (tmp / "monailabel.log").exists():
-            (ARTIFACTS / "monailabel.log").write_bytes((tmp / "monailabel.log").read_bytes())
-        (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+
+def save_artifacts(tmp: Path, access: RequestLog, timings: dict[str, float]) -> None:
+    """Keep serve's requests, MONAI Label's log and the timings under .artifacts/ for a person to read."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "serve-requests.log").write_text("\n".join(access.lines) + "\n")
+    if (tmp / "monailabel.log").exists():
+        (ARTIFACTS / "monailabel.log").write_bytes((tmp / "monailabel.log").read_bytes())
+    (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
 
 
 # --- the tests ----------------------------------------------------------------------------------------
@@ -339,7 +321,22 @@ def test_final_label_lands_in_the_site_as_seg(monailabel: MonaiLabel) -> None:
                  if not s.localizer and len(s.paths) > 1 and uid != monailabel.seg_image)
     header, voxels, affine = read_nifti(monailabel.image(image))
     mask = voxels >= BONE_HU
-    label = nifti_label(header, mask)
+    seg_series = save_final_label(monailabel, image, nifti_label(header, mask))
+    source = monailabel.sources[image]
+    client = DICOMwebClient(monailabel.site_url)
+    rows = client.search_for_series(search_filters={"SeriesInstanceUID": seg_series})
+    assert [r["00080060"]["Value"] for r in rows] == [["SEG"]], rows
+    (stored,) = client.retrieve_series(source.study, seg_series)
+    assert stored.SOPClassUID == SEG_STORAGE
+    assert (stored.PatientID, stored.StudyInstanceUID) == (source.patient, source.study)
+    assert stored.ReferencedSeriesSequence[0].SeriesInstanceUID == image
+    check_seg_frames_are_the_label(stored, mask, affine)
+    segs = client.search_for_series(search_filters={"Modality": "SEG"})
+    assert {r["0020000E"]["Value"][0] for r in segs} == {monailabel.seg.uid, seg_series}
+
+
+def save_final_label(monailabel: MonaiLabel, image: str, label: bytes) -> str:
+    """PUT ``label`` as the final label of ``image``: one STOW-RS to serve; the new SEG's series."""
     started = time.monotonic()
     response = requests.put(f"{monailabel.url}/datastore/label", params={"image": image, "tag": "final"},
                             files={"label": ("label.nii.gz", label, "application/octet-stream")},
@@ -352,15 +349,12 @@ def test_final_label_lands_in_the_site_as_seg(monailabel: MonaiLabel) -> None:
     info = monailabel.get("/datastore/label/info", params={"label": image, "tag": "final"}).json()
     seg_series = info["SeriesInstanceUID"]
     assert seg_series, f"no series in the STOW-RS response: {info}"
-    source = monailabel.sources[image]
-    client = DICOMwebClient(monailabel.site_url)
-    rows = client.search_for_series(search_filters={"SeriesInstanceUID": seg_series})
-    assert [r["00080060"]["Value"] for r in rows] == [["SEG"]], rows
-    (stored,) = client.retrieve_series(source.study, seg_series)
-    assert stored.SOPClassUID == SEG_STORAGE
-    assert (stored.PatientID, stored.StudyInstanceUID) == (source.patient, source.study)
-    assert stored.ReferencedSeriesSequence[0].SeriesInstanceUID == image
-    # the label itself: each SEG frame is the label's slice at the frame's position
+    return str(seg_series)
+
+
+def check_seg_frames_are_the_label(stored: pydicom.Dataset, mask: npt.NDArray[np.bool_],
+                                   affine: npt.NDArray[np.float64]) -> None:
+    """Each SEG frame is the label's slice at the frame's position; every labelled slice has a frame."""
     positions = [(affine @ [0.0, 0.0, k, 1.0])[:3] for k in range(mask.shape[0])]
     frames = stored.pixel_array.reshape(-1, *mask.shape[1:])
     matched = set()
@@ -370,8 +364,6 @@ def test_final_label_lands_in_the_site_as_seg(monailabel: MonaiLabel) -> None:
         np.testing.assert_array_equal(frame.astype(bool), mask[k], err_msg=f"SEG frame at {where}")
         matched.add(k)
     assert matched >= {k for k in range(mask.shape[0]) if mask[k].any()}
-    segs = client.search_for_series(search_filters={"Modality": "SEG"})
-    assert {r["0020000E"]["Value"][0] for r in segs} == {monailabel.seg.uid, seg_series}
 
 
 def test_every_request_serve_got_was_answered(monailabel: MonaiLabel) -> None:
