@@ -125,7 +125,7 @@ def _binary(elem: DataElement, path: str, bulk: BulkHandler | None, inline_limit
 
 def _person_names(elem: DataElement, path: str, bulk: BulkHandler | None,
                   inline_limit: int) -> JsonDict:
-    """PN: each name an object of its component groups (PS3.18 F.2.2), an empty one null."""
+    """PN: each name an object of its component groups, an empty one null."""
     names = [_person_name(v) for v in _values(elem.value)]
     return {"vr": elem.VR, "Value": names} if any(names) else {"vr": elem.VR}
 
@@ -138,7 +138,7 @@ def _numbers(elem: DataElement, path: str, bulk: BulkHandler | None, inline_limi
 
 
 def _tags(elem: DataElement, path: str, bulk: BulkHandler | None, inline_limit: int) -> JsonDict:
-    """AT: each value a tag as eight hex digits (PS3.18 F.2.3.1)."""
+    """AT: each value a tag as eight hex digits."""
     tags = [tag_key(int(v)) for v in _values(elem.value)]
     return {"vr": elem.VR, "Value": tags} if tags else {"vr": elem.VR}
 
@@ -153,7 +153,7 @@ def _texts(elem: DataElement, path: str, bulk: BulkHandler | None, inline_limit:
 
 #: Makes an element's attribute object: (element, tag path, bulk handler, inline limit).
 _Encoder = Callable[[DataElement, str, BulkHandler | None, int], JsonDict]
-#: The encoder of each VR whose JSON is not strings (PS3.18 Table F.2.3-1); strings otherwise.
+#: The encoder of each VR whose JSON values are not strings (PS3.18 F.2.3); strings otherwise.
 _ENCODERS: dict[str, _Encoder] = {
     "SQ": _sequence, "PN": _person_names, "AT": _tags,
     **dict.fromkeys(BINARY_VRS, _binary),
@@ -295,7 +295,7 @@ def _charset_key(ds: Dataset, item: bool) -> Any:
     encodings it was read with and those it decodes with (its own
     (0008,0005), or the ones inherited from the data set holding it).
     """
-    charset = ds.get_item(0x00080005) if 0x00080005 in ds else None
+    charset = ds.get_item(0x00080005)  # None where there is none
     charset_bytes = _stored(getattr(charset, "value", None))  # decoded: a (multi-)value
     if not item:
         return charset_bytes
