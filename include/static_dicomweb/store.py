@@ -17,15 +17,17 @@ live side by side and every file names one key.
 The headers follow from the key and the body's first bytes
 (:func:`static_dicomweb.keys.headers_for`): nothing is kept beside the bytes
 but an object's user metadata (``x-amz-meta-*``), where it has any, in the
-JSON file whose name ends in ``.meta`` instead of ``.body``.  Writes go to a
-hidden temporary file renamed over the target (the ``.meta`` file first), so
-a ``.body`` file that exists is a whole object.  The hidden file
+JSON file whose name ends in ``.meta`` instead of ``.body``.  Every file is
+written whole before it gets its name (an unnamed file linked into place, or
+a hidden temporary file renamed over the target; the ``.meta`` file first),
+so a ``.body`` file that exists is a whole object.  The hidden file
 ``R/.static-dicomweb-store`` records the layout (``{"mapping": 3}``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import itertools
 import json
@@ -50,6 +52,12 @@ log = logging.getLogger(__name__)
 
 BODY = ".body"
 META = ".meta"
+#: Unnamed files (Linux): 0 where the platform has none.
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+#: Any open folder: naming one makes ``os.link`` call ``linkat`` with ``AT_SYMLINK_FOLLOW``, which
+#: links an unnamed file through its ``/proc/self/fd`` entry (the folder itself is not used: that
+#: path is absolute).
+_ANY_FOLDER: int | None = None
 #: The hidden file at the root of a local site that names its key-to-file mapping.
 MAPPING_FILE = ".static-dicomweb-store"
 #: The mapping this version writes (2 differed only in keeping headers in extended attributes).
@@ -76,6 +84,8 @@ class LocalStore:
         self._made: set[str] = set()
         self._tmp = itertools.count()
         self._recorded = False
+        #: whether this folder's file system makes unnamed files (None: not tried yet)
+        self._unnamed_files: bool | None = None if _O_TMPFILE else False
 
     def __reduce__(self) -> tuple[type[LocalStore], tuple[str]]:
         return (LocalStore, (str(self.root),))
@@ -163,8 +173,55 @@ class LocalStore:
                     _copy_range(src.fileno(), fd, 0, os.fstat(src.fileno()).st_size)
         _write_all(fd, buffers)
 
-    def _temporary(self, target: str, pieces: Sequence[Piece]) -> str:
-        """A complete temporary file beside ``target``, to rename (or link) into place."""
+    def _place(self, target: str, pieces: Sequence[Piece], *, if_absent: bool = False) -> None:
+        """Write ``target`` from ``pieces`` whole: a reader finds the old file or the new one.
+
+        The bytes go into an unnamed file in the target's folder (``O_TMPFILE``)
+        that is then linked into place: one directory entry is made, and a
+        crash leaves nothing behind.  A target that exists already is replaced
+        through a hidden name renamed over it (or, with ``if_absent``, kept:
+        :class:`FileExistsError`).  Where the file system has no unnamed files,
+        a hidden temporary file is written and renamed (or linked) instead.
+        """
+        fd = self._unnamed(target.rpartition("/")[0])
+        if fd is None:
+            self._place_named(target, pieces, if_absent=if_absent)
+            return
+        try:
+            self._fill(fd, pieces)
+            try:
+                _link_open_file(fd, target)
+                return
+            except FileExistsError:
+                if if_absent:
+                    raise
+            tmp = self._tmp_name(target)
+            _link_open_file(fd, tmp)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+
+    def _unnamed(self, folder: str) -> int | None:
+        """An unnamed file open for writing in ``folder``; None where the file system has none."""
+        if self._unnamed_files is False:
+            return None
+        try:
+            fd = os.open(folder, os.O_WRONLY | _O_TMPFILE | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            # EISDIR: a kernel without O_TMPFILE; EOPNOTSUPP: a file system without it
+            if exc.errno not in (errno.EISDIR, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            self._unnamed_files = False
+            return None
+        if self._unnamed_files is None:  # the first: is there a /proc to link it through?
+            self._unnamed_files = Path(f"/proc/self/fd/{fd}").exists()
+            if not self._unnamed_files:
+                os.close(fd)
+                return None
+        return fd
+
+    def _place_named(self, target: str, pieces: Sequence[Piece], *, if_absent: bool) -> None:
+        """:meth:`_place` through a hidden temporary file, for file systems without unnamed files."""
         tmp = self._tmp_name(target)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
@@ -175,7 +232,13 @@ class LocalStore:
                 Path(tmp).unlink()
             raise
         os.close(fd)
-        return tmp
+        if not if_absent:
+            os.replace(tmp, target)
+            return
+        try:
+            os.link(tmp, target)
+        finally:
+            Path(tmp).unlink()
 
     def _copy_slice(self, out_fd: int, piece: Slice) -> None:
         src = self._open(piece.key)
@@ -210,21 +273,14 @@ class LocalStore:
         self._mkdir(target.rpartition("/")[0])
         meta_file = target[: -len(BODY)] + META
         if meta:
-            tmp = self._temporary(meta_file, [json.dumps(meta, sort_keys=True).encode()])
-            os.replace(tmp, meta_file)
+            self._place(meta_file, [json.dumps(meta, sort_keys=True).encode()])
         elif not if_absent:
             with contextlib.suppress(FileNotFoundError):
                 Path(meta_file).unlink()
-        tmp = self._temporary(target, pieces)
-        if not if_absent:
-            os.replace(tmp, target)
-            return
         try:
-            os.link(tmp, target)
+            self._place(target, pieces, if_absent=if_absent)
         except FileExistsError as exc:
             raise ObjectExistsError(f"{spec.key}: already in {self.url}") from exc
-        finally:
-            Path(tmp).unlink()
 
     def _check_derivable(self, spec: ObjectSpec, pieces: Sequence[Piece]) -> None:
         """Refuse an object whose headers would not follow from its key and first bytes."""
@@ -376,6 +432,14 @@ def _prefix_parts(prefix: str) -> list[str]:
     _check_key(prefix, prefix=True)
     stripped = prefix.rstrip("/")
     return stripped.split("/") if stripped else []
+
+
+def _link_open_file(fd: int, target: str) -> None:
+    """Give the unnamed file open as ``fd`` the name ``target`` (:class:`FileExistsError` if taken)."""
+    global _ANY_FOLDER
+    if _ANY_FOLDER is None:
+        _ANY_FOLDER = os.open("/", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.link(f"/proc/self/fd/{fd}", target, src_dir_fd=_ANY_FOLDER)
 
 
 def _write_all(fd: int, buffers: Sequence[bytes | memoryview]) -> None:
