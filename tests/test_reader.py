@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import io
 import random
+import struct
 import sys
 import warnings
 from collections.abc import Callable
@@ -601,3 +602,53 @@ def test_header_reader_leaves_unusual_files_to_pydicom() -> None:
     raw = data_file("CT_small.dcm").read_bytes()
     assert _read_header(raw) is not None
     assert _read_header(raw[:1000]) is None  # cut short: pydicom decides what that is
+
+
+def _explicit(group: int, element: int, vr: bytes, value: bytes, *, undefined: bool = False) -> bytes:
+    """One Explicit VR Little Endian element (of undefined length when ``undefined``)."""
+    if vr in (b"SQ", b"OB", b"UN"):
+        length = 0xFFFFFFFF if undefined else len(value)
+        return struct.pack("<HH2sHL", group, element, vr, 0, length) + value
+    return struct.pack("<HH2sH", group, element, vr, len(value)) + value
+
+
+def _item(content: bytes, *, length: int | None = None, delimited: bool = True) -> bytes:
+    """A sequence item: of ``length`` (default: its content's), or undefined and ``delimited``."""
+    if length is None:
+        return struct.pack("<HHL", 0xFFFE, 0xE000, len(content)) + content
+    end = struct.pack("<HHL", 0xFFFE, 0xE00D, 0) if delimited else b""
+    return struct.pack("<HHL", 0xFFFE, 0xE000, length) + content + end
+
+
+def _with_sequence(items: bytes, *, meta: bytes = b"") -> bytes:
+    """A Part 10 file whose data set holds a sequence of undefined length of ``items``."""
+    syntax = _explicit(0x0002, 0x0010, b"UI", b"1.2.840.10008.1.2.1\x00")
+    body = (_explicit(0x0008, 0x0016, b"UI", b"1.2.840.10008.5.1.4.1.1.7\x00")
+            + _explicit(0x0008, 0x0018, b"UI", b"1.2.3.4\x00")
+            + _explicit(0x0008, 0x1140, b"SQ", items, undefined=True)
+            + _explicit(0x0010, 0x0010, b"PN", b"Doe^Jane"))
+    return b"\x00" * 128 + b"DICM" + syntax + meta + body
+
+
+def test_header_reader_reads_items_of_both_lengths_and_leaves_odd_ones_to_pydicom() -> None:
+    """Items of defined and undefined length are read here.  An item delimitation inside an item of
+    defined length, or an item of undefined length that the file ends in, is left to pydicom's
+    ``read_sequence``; a sequence in the file meta information to ``dcmread``."""
+    element = _explicit(0x0008, 0x1155, b"UI", b"1.2.3.5\x00")
+    end = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+    delimiter = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
+    cases = {"plain": _item(element) + _item(element, length=0xFFFFFFFF) + end,
+             "delimiter inside": _item(element + delimiter) + end,
+             "not delimited": _item(element, length=0xFFFFFFFF, delimited=False)}
+    for case, items in cases.items():
+        raw = _with_sequence(items)
+        own = reader._sequence_items(raw, len(raw) - len(items) - 16, False, "iso8859")
+        assert (own is not None) == (case == "plain"), case
+        got = _read_header(raw)
+        if got is not None:  # else pydicom could not read the sequence either: dcmread decides
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ref = pydicom.dcmread(io.BytesIO(raw), stop_before_pixels=True)
+            assert_same_dataset(got[0], ref, (case,))
+    in_meta = _explicit(0x0002, 0x0100, b"SQ", _item(element) + end, undefined=True)
+    assert _read_header(_with_sequence(cases["plain"], meta=in_meta)) is None
