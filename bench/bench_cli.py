@@ -13,8 +13,11 @@ Two inputs, one row each per worker count: 1,000 slices with NLST-like
 headers (``realistic.py``: 5 series × 200 slices of 512×512) and
 ``bench_convert.py``'s one series of the sample generator.  Also the best
 of ten ``static-dicomweb --version`` and ``--help``.  At the end every
-kept site is checked with ``static-dicomweb validate``.  Run: ``make
-bench-cli`` (or ``.venv/bin/python bench/bench_cli.py --runs 5``).
+kept site is checked with ``static-dicomweb validate``.  With ``--baseline
+REV`` every round also converts with that commit's library (``git archive
+REV include``, first on ``PYTHONPATH``), so before and after are timed
+interleaved, against the same floor.  Run: ``make bench-cli`` (or
+``.venv/bin/python bench/bench_cli.py --runs 5 --baseline 5623252``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ from typing import Any
 
 from bench_convert import copy_floor, remove_copies, sample_input
 from realistic import write_realistic
+from same_site import library_of
+
+#: The label of this tree's library in the table (a baseline is labelled with its revision).
+THIS = "this tree"
+#: A conversion: input, workers, library.
+Site = tuple[str, int, str]
 
 
 @dataclass
@@ -63,9 +72,10 @@ class Row:
         return min(self.runs, key=lambda c: c.seconds)
 
 
-def run_checked(command: list[str]) -> None:
+def run_checked(command: list[str], env: dict[str, str] | None = None) -> None:
     """Run ``command``, output discarded; exit naming it, with its standard error, unless it exits 0."""
-    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+                          env=env)
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} exited {done.returncode}:\n"
                  f"{done.stderr.decode(errors='replace')[-3000:]}")
@@ -131,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-validate", action="store_true", help="skip validating the sites")
     parser.add_argument("--keep", action="store_true", help="keep the sites (under WORK/cli-*)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--baseline", metavar="REV", default=None,
+                        help="also convert with this commit's library (git archive), in every round")
     return parser
 
 
@@ -144,9 +156,18 @@ def inputs(args: argparse.Namespace) -> dict[str, Path]:
     return sources
 
 
+def libraries(work: Path, baseline: str | None) -> dict[str, dict[str, str] | None]:
+    """The libraries to convert with, by label: this tree's, and ``baseline``'s as a child's environment."""
+    codes: dict[str, dict[str, str] | None] = {THIS: None}
+    if baseline:
+        path = f"{library_of(baseline, work)}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+        codes[baseline] = dict(os.environ, PYTHONPATH=path)
+    return codes
+
+
 def convert_rounds(cli: list[str], sources: dict[str, Path], workers: list[int],
-                   sites: dict[tuple[str, int], Path], work: Path,
-                   runs: int) -> tuple[dict[str, Row], dict[tuple[str, int], Row]]:
+                   sites: dict[Site, Path], work: Path, runs: int,
+                   codes: dict[str, dict[str, str] | None]) -> tuple[dict[str, Row], dict[Site, Row]]:
     """Time the floor and every conversion, interleaved, ``runs`` times; the floors and the conversions."""
     copies = [work / f"cli-cp{i}" for i in range(3)]
     floors = {name: Row() for name in sources}
@@ -156,10 +177,12 @@ def convert_rounds(cli: list[str], sources: dict[str, Path], workers: list[int],
             remove_copies(copies)
             floors[name].runs.append(timed_children(partial(copy_floor, source, copies)))
             for w in workers:
-                site = sites[name, w]
-                shutil.rmtree(site, ignore_errors=True)
-                command = [*cli, "convert", str(source), "--out", str(site), "--workers", str(w)]
-                converts[name, w].runs.append(timed_children(partial(run_checked, command)))
+                for code, env in codes.items():
+                    site = sites[name, w, code]
+                    shutil.rmtree(site, ignore_errors=True)
+                    command = [*cli, "convert", str(source), "--out", str(site), "--workers", str(w)]
+                    converts[name, w, code].runs.append(timed_children(partial(run_checked, command,
+                                                                               env)))
     remove_copies(copies)
     return floors, converts
 
@@ -174,7 +197,7 @@ def startup_rounds(cli: list[str], runs: int) -> dict[str, Row]:
 
 
 def conversion_table(files: dict[str, list[Path]], floors: dict[str, Row],
-                     converts: dict[tuple[str, int], Row], workers: list[int]) -> dict[str, Any]:
+                     converts: dict[Site, Row], workers: list[int], codes: list[str]) -> dict[str, Any]:
     """Print the table's rows, one per input and worker count; their figures by input."""
     entries: dict[str, Any] = {}
     for name, paths in files.items():
@@ -185,17 +208,17 @@ def conversion_table(files: dict[str, list[Path]], floors: dict[str, Row],
             "instances": count, "input_bytes": size, "floor_cp3_s": round(floor.seconds, 4),
             "floor_cpu_s": round(floor.cpu, 3),
             "floor_rounds_s": [round(c.seconds, 4) for c in floors[name].runs], "convert": {}}
-        for w in workers:
-            row = converts[name, w]
+        for w, code in ((w, code) for w in workers for code in codes):
+            row = converts[name, w, code]
             best = row.best()
             per_round = [c.seconds / f.seconds for c, f in zip(row.runs, floors[name].runs, strict=True)]
-            entry["convert"][str(w)] = {
+            entry["convert"][str(w) if code == THIS else f"{code}:{w}"] = {
                 "seconds": round(best.seconds, 4), "ratio": round(best.seconds / floor.seconds, 2),
                 "instances_per_s": round(count / best.seconds, 1),
                 "cpu_user_s": round(best.user, 3), "cpu_sys_s": round(best.system, 3),
                 "rounds_s": [round(c.seconds, 4) for c in row.runs],
                 "round_ratios": [round(r, 2) for r in per_round]}
-            print(f"| {name} ({size / 1e6:.0f} MB) | {count} | {floor.seconds:.3f} s | {w} "
+            print(f"| {name} ({size / 1e6:.0f} MB) | {count} | {floor.seconds:.3f} s | {code} | {w} "
                   f"| {best.seconds:.3f} s | **{best.seconds / floor.seconds:.2f}×** "
                   f"| {count / best.seconds:.0f} | {best.user:.2f} + {best.system:.2f} s "
                   f"| {min(per_round):.2f}–{max(per_round):.2f}× |")
@@ -215,12 +238,12 @@ def startup_lines(startup: dict[str, Row]) -> dict[str, Any]:
     return entries
 
 
-def validate(cli: list[str], sites: dict[tuple[str, int], Path]) -> dict[str, int]:
+def validate(cli: list[str], sites: dict[Site, Path]) -> dict[str, int]:
     """``static-dicomweb validate`` every site, printing its last line; the exit statuses."""
     validated = {}
-    for (name, w), site in sites.items():
+    for (name, w, code), site in sites.items():
         done = subprocess.run([*cli, "validate", str(site)], capture_output=True, text=True, check=False)
-        validated[f"{name}-w{w}"] = done.returncode
+        validated[f"{name}-w{w}" + ("" if code == THIS else f"-{code}")] = done.returncode
         last = ((done.stdout + done.stderr).strip().splitlines() or [""])[-1]
         print(f"validate {site}: exit {done.returncode} {last}")
     return validated
@@ -236,9 +259,11 @@ def main() -> int:
             f.read_bytes()
 
     cli = cli_command()
-    sites = {(name, w): args.work / f"cli-site-{name}-w{w}" for name in sources for w in args.workers}
+    codes = libraries(args.work, args.baseline)
+    sites = {(name, w, code): args.work / f"cli-site-{name}-w{w}{'' if code == THIS else '-' + code}"
+             for name in sources for w in args.workers for code in codes}
     load_start, started_at = _load(), datetime.datetime.now(datetime.UTC)
-    floors, converts = convert_rounds(cli, sources, args.workers, sites, args.work, args.runs)
+    floors, converts = convert_rounds(cli, sources, args.workers, sites, args.work, args.runs, codes)
     startup = startup_rounds(cli, args.startup_runs)
     load_end = _load()
 
@@ -249,10 +274,10 @@ def main() -> int:
     print(f"{started_at:%Y-%m-%d %H:%M} UTC, commit {results['commit']}, best of {args.runs} rounds; "
           f"load average {load_start} at the start, {load_end} at the end")
     print()
-    print("| input | instances | floor `cp -r` ×3 | workers | convert (whole CLI) | ratio | instances/s "
-          "| CPU user + sys | rounds' ratios |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    results["inputs"] = conversion_table(files, floors, converts, args.workers)
+    print("| input | instances | floor `cp -r` ×3 | code | workers | convert (whole CLI) | ratio "
+          "| instances/s | CPU user + sys | rounds' ratios |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    results["inputs"] = conversion_table(files, floors, converts, args.workers, list(codes))
     print()
     results["startup"] = startup_lines(startup)
 
