@@ -498,7 +498,7 @@ def _read_file_meta(raw: bytes) -> tuple[FileMetaDataset, int, str] | None:
         return None
     elements, pos = meta
     if not all(type(element) is RawDataElement for element in elements.values()):
-        return None  # a sequence of undefined length: group 2 has none
+        return None  # an element of undefined length in group 2: not plain, pydicom reads it
     syntax = _plain_text_uid(elements.get(_TRANSFER_SYNTAX))
     if syntax not in (EXPLICIT_LE, IMPLICIT_LE):
         return None
@@ -537,7 +537,8 @@ class _OutsideGroup:
         return isinstance(tag, int) and tag >> 16 != self.group
 
 
-#: Where a scan of the file meta information, and of a sequence item, stops (the data set's: _PIXEL_TAGS).
+#: Where the file meta information ends (its first element outside group 2), and an item of
+#: undefined length (its item delimitation item); the data set's elements end at _PIXEL_TAGS.
 _OUTSIDE_FILE_META = _OutsideGroup(0x0002)
 _ITEM_DELIMITATION = frozenset({0xFFFEE00D})
 
@@ -578,7 +579,7 @@ def _raw_elements(raw: bytes, pos: int, end: int, *, implicit: bool, stop: Conta
                     return None
                 length = length_at(raw, start)[0]
                 start += 4
-        if length > end - start or group == 0xFFFE:  # the rare forms, out of the loop
+        if length > end - start or group == 0xFFFE:  # undefined length, cut or an item: rare
             sequence = _element_past_end(raw, tag, vr, length, start, implicit, encoding)
             if sequence is None:
                 return None
