@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -147,6 +147,24 @@ class Airflow:
     started: dict[int, str]
     #: the names of those the task processes run under: the scheduler (LocalExecutor), the workers
     task_hosts: tuple[str, ...]
+
+    def trigger(self, dag_id: str, conf: dict[str, Any], serialize_s: float) -> str:
+        """Unpause ``dag_id`` once the dag-processor has serialized it and trigger a run with ``conf``;
+        the run's API path."""
+        wait_for(f"the dag-processor to serialize {dag_id}",
+                 lambda: True if self.session.get(f"{self.url}/api/v2/dags/{dag_id}",
+                                                  timeout=30).status_code == 200 else None,
+                 serialize_s, self.logs)
+        self.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        return f"/dags/{dag_id}/dagRuns/{quote(run['dag_run_id'], safe='')}"
+
+    def log_in(self, user: str, password: str) -> None:
+        """Send the JWT of ``user`` with every request of the session (Simple auth manager)."""
+        token = requests.post(f"{self.url}/auth/token", json={"username": user, "password": password},
+                              timeout=30)
+        assert token.status_code == 201, token.text
+        self.session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
 
     def worker_of(self, ti_id: str) -> list[str]:
         """The Celery workers whose logs show they took the task instance (one try) ``ti_id``."""
@@ -301,11 +319,7 @@ def airflow(executor: str, postgres_url: str, tmp_path_factory: pytest.TempPathF
 
         if workers:
             wait_for(f"Celery workers {', '.join(workers)} to be ready", ready, 120, deployment.logs)
-        # Simple auth manager: a JWT for a configured user (POST /auth/token, 201)
-        token = requests.post(f"{url}/auth/token", json={"username": "admin", "password": password},
-                              timeout=30)
-        assert token.status_code == 201, token.text
-        deployment.session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        deployment.log_in("admin", password)
         yield deployment
     finally:
         stop(processes, home)
@@ -328,88 +342,103 @@ def when(stamp: str) -> datetime:
 def test_kill_9_of_a_convert_task_is_retried_to_the_same_site(airflow: Airflow, tmp_path: Path) -> None:
     source, site = tmp_path / "in", tmp_path / "dag-site"
     generate_sample(source, SPEC)
-
-    wait_for(f"the dag-processor to serialize {DAG_ID}",
-             lambda: True if airflow.session.get(f"{airflow.url}/api/v2/dags/{DAG_ID}",
-                                                 timeout=30).status_code == 200 else None,
-             120, airflow.logs)
-    airflow.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-    run = airflow.api("POST", f"/dags/{DAG_ID}/dagRuns", json={
-        "logical_date": None,
+    run_path = airflow.trigger(DAG_ID, {
         # the CLI converts every series: so must the DAG (its default leaves out 1-3 image series)
-        "conf": {"source": str(source), "destination": str(site), "batch_size": 1,
-                 "skip_localizers": False, "download_dir": str(tmp_path / "downloads")}})
-    run_path = f"/dags/{DAG_ID}/dagRuns/{quote(run['dag_run_id'], safe='')}"
-
-    def task_instances() -> list[dict[str, Any]]:
-        listed = airflow.api("GET", f"{run_path}/taskInstances", params={"limit": 1000})
-        return list(listed["task_instances"])
-
-    def diagnose() -> str:
-        rows = [f"{t['task_id']}[{t['map_index']}] {t['state']} try {t['try_number']}"
-                for t in task_instances()]
-        return "\n".join(rows) + "\n" + airflow.logs()
-
+        "source": str(source), "destination": str(site), "batch_size": 1,
+        "skip_localizers": False, "download_dir": str(tmp_path / "downloads")}, serialize_s=120)
     # what each mapped convert converts: the return value of the task feeding it (mapped or not)
     feeder = next(t for t in airflow.api("GET", f"/dags/{DAG_ID}/tasks")["tasks"]
                   if "convert" in t["downstream_task_ids"])
-    inputs: dict[int, tuple[list[str], str]] = {}
+    converts = ConvertTasks(airflow, run_path, site, feeder)
 
-    def files_and_series(map_index: int) -> tuple[list[str], str]:
-        """The files of convert[map_index] and the site folder of their series (batch_size 1)."""
-        if map_index not in inputs:
-            xcom = f"{run_path}/taskInstances/{feeder['task_id']}/xcomEntries/return_value"
-            if feeder["is_mapped"]:
-                files = airflow.api("GET", xcom, params={"map_index": map_index})["value"]
-            else:
-                files = airflow.api("GET", xcom)["value"][map_index]
-            ds = dcmread(files[0], stop_before_pixels=True,
-                         specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])
-            inputs[map_index] = (files, f"studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}")
-        return inputs[map_index]
-
-    def kill_one_mid_write() -> dict[str, Any] | None:
-        """SIGKILL a running convert of a big series that has written some instances, not all."""
-        converts = [t for t in task_instances() if t["task_id"] == "convert"]
-        for ti in converts:
-            if ti["state"] != "running" or not ti["pid"]:
-                continue
-            files, series = files_and_series(ti["map_index"])
-            # instances whose metadata is written, through the store (whatever its key → file rule)
-            done = sum(1 for key in LocalStore(site).walk(f"{series}/instances/")
-                       if key.endswith("/metadata"))
-            if len(files) < SPEC.slices or not 0 < done < len(files):
-                continue
-            try:  # the task runner itself, titled "airflow worker -- TI_ID" (its supervisor is
-                # "airflow worker -- LocalExecutor: ..." or a Celery pool process)
-                cmdline = Path(f"/proc/{ti['pid']}/cmdline").read_bytes().decode(errors="replace")
-            except FileNotFoundError:
-                continue
-            if ti["id"] not in cmdline or "LocalExecutor" in cmdline:
-                continue
-            # a process of this deployment: the LocalExecutor runs tasks under the scheduler,
-            # Celery under either worker
-            owner = started_by(ti["pid"], airflow.started)
-            if owner is None:  # gone meanwhile
-                continue
-            assert owner in airflow.task_hosts, f"pid {ti['pid']} ({cmdline!r}) runs under {owner}"
-            os.kill(ti["pid"], signal.SIGKILL)
-            return {**ti, "written_when_killed": done, "batch_size": len(files), "owner": owner}
-        if converts and all(t["state"] in ("success", "failed", "upstream_failed") for t in converts):
-            pytest.fail("every convert task finished before one was caught mid-write: make SPEC "
-                        f"bigger\n{diagnose()}")
-        return None
-
-    killed = wait_for("a convert task instance running and mid-write", kill_one_mid_write,
-                      DEADLINE_S, diagnose, interval=0.05)
+    killed = wait_for("a convert task instance running and mid-write", converts.kill_one_mid_write,
+                      DEADLINE_S, converts.diagnose, interval=0.05)
     print(f"SIGKILL convert[{killed['map_index']}] pid {killed['pid']} (under {killed['owner']}) "
           f"after {killed['written_when_killed']} of {killed['batch_size']} instances")
 
     final = wait_for("the DAG run to finish", lambda: (
         r if (r := airflow.api("GET", run_path))["state"] in ("success", "failed") else None),
-        DEADLINE_S, diagnose, interval=1.0)
-    assert final["state"] == "success", diagnose()
+        DEADLINE_S, converts.diagnose, interval=1.0)
+    assert final["state"] == "success", converts.diagnose()
+    check_the_retry(airflow, run_path, killed)
+    check_same_site_as_the_cli(source, site, tmp_path / "cli-site")
 
+
+@dataclass
+class ConvertTasks:
+    """The mapped convert task instances of one DAG run, and what each converts."""
+
+    airflow: Airflow
+    run_path: str
+    site: Path
+    #: the task whose return value feeds convert (mapped or not)
+    feeder: dict[str, Any]
+    inputs: dict[int, tuple[list[str], str]] = field(default_factory=dict)
+
+    def task_instances(self) -> list[dict[str, Any]]:
+        listed = self.airflow.api("GET", f"{self.run_path}/taskInstances", params={"limit": 1000})
+        return list(listed["task_instances"])
+
+    def diagnose(self) -> str:
+        rows = [f"{t['task_id']}[{t['map_index']}] {t['state']} try {t['try_number']}"
+                for t in self.task_instances()]
+        return "\n".join(rows) + "\n" + self.airflow.logs()
+
+    def files_and_series(self, map_index: int) -> tuple[list[str], str]:
+        """The files of convert[map_index] and the site folder of their series (batch_size 1)."""
+        if map_index not in self.inputs:
+            xcom = f"{self.run_path}/taskInstances/{self.feeder['task_id']}/xcomEntries/return_value"
+            if self.feeder["is_mapped"]:
+                files = self.airflow.api("GET", xcom, params={"map_index": map_index})["value"]
+            else:
+                files = self.airflow.api("GET", xcom)["value"][map_index]
+            ds = dcmread(files[0], stop_before_pixels=True,
+                         specific_tags=["StudyInstanceUID", "SeriesInstanceUID"])
+            self.inputs[map_index] = (files, f"studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}")
+        return self.inputs[map_index]
+
+    def kill_one_mid_write(self) -> dict[str, Any] | None:
+        """SIGKILL a running convert of a big series that has written some instances, not all."""
+        converts = [t for t in self.task_instances() if t["task_id"] == "convert"]
+        for ti in converts:
+            victim = self.mid_write(ti)
+            if victim is not None:
+                os.kill(ti["pid"], signal.SIGKILL)
+                return victim
+        if converts and all(t["state"] in ("success", "failed", "upstream_failed") for t in converts):
+            pytest.fail("every convert task finished before one was caught mid-write: make SPEC "
+                        f"bigger\n{self.diagnose()}")
+        return None
+
+    def mid_write(self, ti: dict[str, Any]) -> dict[str, Any] | None:
+        """``ti`` with what it wrote and where it runs, if it runs now, mid-way through a big series."""
+        if ti["state"] != "running" or not ti["pid"]:
+            return None
+        files, series = self.files_and_series(ti["map_index"])
+        # instances whose metadata is written, through the store (whatever its key → file rule)
+        done = sum(1 for key in LocalStore(self.site).walk(f"{series}/instances/")
+                   if key.endswith("/metadata"))
+        if len(files) < SPEC.slices or not 0 < done < len(files):
+            return None
+        try:  # the task runner itself, titled "airflow worker -- TI_ID" (its supervisor is
+            # "airflow worker -- LocalExecutor: ..." or a Celery pool process)
+            cmdline = Path(f"/proc/{ti['pid']}/cmdline").read_bytes().decode(errors="replace")
+        except FileNotFoundError:
+            return None
+        if ti["id"] not in cmdline or "LocalExecutor" in cmdline:
+            return None
+        # a process of this deployment: the LocalExecutor runs tasks under the scheduler,
+        # Celery under either worker
+        owner = started_by(ti["pid"], self.airflow.started)
+        if owner is None:  # gone meanwhile
+            return None
+        assert owner in self.airflow.task_hosts, f"pid {ti['pid']} ({cmdline!r}) runs under {owner}"
+        return {**ti, "written_when_killed": done, "batch_size": len(files), "owner": owner}
+
+
+def check_the_retry(airflow: Airflow, run_path: str, killed: dict[str, Any]) -> None:
+    """The killed task instance failed its first try and succeeded in its second, after the retry delay
+    (with Celery: every worker took tasks)."""
     ti_path = f"{run_path}/taskInstances/convert/{killed['map_index']}"
     ti = airflow.api("GET", ti_path)
     assert (ti["state"], ti["try_number"]) == ("success", 2), ti
@@ -426,7 +455,9 @@ def test_kill_9_of_a_convert_task_is_retried_to_the_same_site(airflow: Airflow, 
               f"on {killed['owner']}, try 2 on {', '.join(airflow.worker_of(ti['id'])) or '?'}")
         assert len(taken) == CELERY_WORKERS and all(taken.values()), taken
 
-    clean = tmp_path / "cli-site"
+
+def check_same_site_as_the_cli(source: Path, site: Path, clean: Path) -> None:
+    """``site`` holds the objects, byte for byte, that the CLI converts from ``source`` into ``clean``."""
     cli = subprocess.run([str(BIN / "static-dicomweb"), "convert", str(source), "--out", str(clean)],
                          capture_output=True, text=True, timeout=300, check=False)
     assert cli.returncode == 0, cli.stderr[-3000:]

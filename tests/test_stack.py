@@ -40,7 +40,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -48,7 +47,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import boto3
 import pytest
@@ -59,15 +57,16 @@ from static_dicomweb_sample import SampleSpec, generate_sample
 
 from .monailabel_server import CLIENT as MONAILABEL_CLIENT
 from .monailabel_server import INSTALLED as MONAILABEL_INSTALLED
-from .monailabel_server import monailabel_env
+from .monailabel_server import monailabel_env, stop_group
 from .test_compose import COMPOSE, env_of, interpolate
+from .test_ohif import ohif_missing
 from .test_s3 import moto_endpoint  # noqa: F401  (the moto S3 server fixture)
 from .test_scheduler import (
     POSTGRES_SH,
-    REDIS_SH,
     Airflow,
     _service,
     free_port,
+    redis_url,  # noqa: F401  (the Redis broker fixture)
     stop,
     tail,
     wait_for,
@@ -132,12 +131,6 @@ def started(args: list[str], env: dict[str, str], log: Path, cwd: Path) -> subpr
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     with _service(POSTGRES_SH, "PostgreSQL", "sdw-stack-pg-") as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    with _service(REDIS_SH, "Redis", "sdw-stack-redis-") as url:
         yield url
 
 
@@ -224,28 +217,29 @@ def stack_airflow_env(services: dict[str, dict[str, Any]], name: str,
     return out
 
 
-@pytest.fixture(scope="module")
-def airflow(services: dict[str, dict[str, Any]], postgres_url: str, redis_url: str, minio: str,
-            dicomweb: Front, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
-    home = tmp_path_factory.mktemp("stack-airflow")
-    (home / "logs").mkdir()
-    port, health_port, log_port = free_port(), free_port(), free_port()
-    url = f"http://127.0.0.1:{port}"
+def _local_addresses(services: dict[str, dict[str, Any]], postgres_url: str, broker_url: str, minio: str,
+                     dicomweb: Front, url: str, home: Path) -> dict[str, str]:
+    """Each compose address in Airflow's settings, and the local one that replaces it here."""
     common = env_of(services["airflow-scheduler"])
     # the compose values this replaces by local ones: the same kind of URL each
     assert common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://")
     assert postgres_url.startswith("postgresql+psycopg2://"), postgres_url
     assert common["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
     compose_db = common["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    local = {
+    return {
         f"db+{compose_db}": f"db+{postgres_url}", compose_db: postgres_url,
-        common["AIRFLOW__CELERY__BROKER_URL"]: redis_url,
+        common["AIRFLOW__CELERY__BROKER_URL"]: broker_url,
         "http://airflow-apiserver:8080": url, "http://minio:9000": minio,
         "http://monailabel:8000": "http://127.0.0.1:9",  # not run here; nothing calls it
         # the published address of `dicomweb` (DICOMWEB_PUBLIC_URL): the front's, here
         "http://127.0.0.1:8042": dicomweb.url,
         "/opt/airflow": str(home),
     }
+
+
+def _airflow_envs(services: dict[str, dict[str, Any]], local: dict[str, str], url: str, home: Path,
+                  health_port: int, log_port: int) -> dict[str, dict[str, str]]:
+    """The environment of each Airflow component: compose's, on local addresses and folders."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS_", "_AIRFLOW"))}
     base.update({
         "AIRFLOW_HOME": str(home),
@@ -260,13 +254,13 @@ def airflow(services: dict[str, dict[str, Any]], postgres_url: str, redis_url: s
         "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(health_port),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port),
     })
-    envs = {}
-    for component, name in AIRFLOW_RUN.items():
-        envs[component] = {**base, **stack_airflow_env(services, name, local)}
-    assert envs["worker"]["AIRFLOW_VAR_DICOMWEB_SITE_URL"] == dicomweb.url
-    assert json.loads(envs["worker"]["AIRFLOW_CONN_AWS_DEFAULT"])["extra"]["endpoint_url"] == minio
+    return {component: {**base, **stack_airflow_env(services, name, local)}
+            for component, name in AIRFLOW_RUN.items()}
 
-    # the api-server's command: the admin's password into the simple auth manager's file
+
+def _admin_password_file(envs: dict[str, dict[str, str]]) -> tuple[str, str]:
+    """Write what the api-server's command writes, the admin's password into the simple auth manager's
+    file, and name that file to every component; the admin's user name and password."""
     api_env = envs["api-server"]
     user, password = api_env["_AIRFLOW_WWW_USER_USERNAME"], api_env["_AIRFLOW_WWW_USER_PASSWORD"]
     Path(api_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).write_text(
@@ -274,22 +268,45 @@ def airflow(services: dict[str, dict[str, Any]], postgres_url: str, redis_url: s
     for component in ("scheduler", "dag-processor", "worker"):
         envs[component]["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = (
             api_env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    return user, password
 
-    # airflow-init's script: migrate, the pools
+
+def _init_airflow(services: dict[str, dict[str, Any]], env: dict[str, str], home: Path) -> None:
+    """Run airflow-init's script: migrate, the pools."""
     init = "\n".join(command_of(services["airflow-init"]))
     assert "airflow db migrate" in init and "python -m static_dicomweb_airflow.pools" in init
-    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=envs["scheduler"], cwd=home,
+    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, cwd=home,
                              capture_output=True, text=True, timeout=300, check=False)
     assert migrate.returncode == 0, (migrate.stdout + migrate.stderr)[-3000:]
-    subprocess.run([sys.executable, "-m", "static_dicomweb_airflow.pools"], env=envs["scheduler"],
+    subprocess.run([sys.executable, "-m", "static_dicomweb_airflow.pools"], env=env,
                    cwd=home, check=True, timeout=300, capture_output=True)
 
+
+def _airflow_commands(services: dict[str, dict[str, Any]], port: int) -> dict[str, list[str]]:
+    """The airflow subcommand of each component: compose's, the api-server on 127.0.0.1:``port``."""
     commands = {"api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port)]}
     for component in ("scheduler", "dag-processor", "worker"):
         command = command_of(services[AIRFLOW_RUN[component]])
         assert command[0] == "airflow", command
         commands[component] = command[1:]
     assert commands["worker"] == ["celery", "worker"]
+    return commands
+
+
+@pytest.fixture(scope="module")
+def airflow(services: dict[str, dict[str, Any]], postgres_url: str, redis_url: str, minio: str,  # noqa: F811
+            dicomweb: Front, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
+    home = tmp_path_factory.mktemp("stack-airflow")
+    (home / "logs").mkdir()
+    port, health_port, log_port = free_port(), free_port(), free_port()
+    url = f"http://127.0.0.1:{port}"
+    local = _local_addresses(services, postgres_url, redis_url, minio, dicomweb, url, home)
+    envs = _airflow_envs(services, local, url, home, health_port, log_port)
+    assert envs["worker"]["AIRFLOW_VAR_DICOMWEB_SITE_URL"] == dicomweb.url
+    assert json.loads(envs["worker"]["AIRFLOW_CONN_AWS_DEFAULT"])["extra"]["endpoint_url"] == minio
+    user, password = _admin_password_file(envs)
+    _init_airflow(services, envs["scheduler"], home)
+    commands = _airflow_commands(services, port)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         for component, args in commands.items():
@@ -313,10 +330,7 @@ def airflow(services: dict[str, dict[str, Any]], postgres_url: str, redis_url: s
         # compose's health checks of the api-server and the scheduler
         run_healthcheck(services["airflow-apiserver"], {"http://localhost:8080": url})
         run_healthcheck(services["airflow-scheduler"], {"http://localhost:8974": f"http://127.0.0.1:{health_port}"})
-        token = requests.post(f"{url}/auth/token", json={"username": user, "password": password},
-                              timeout=30)
-        assert token.status_code == 201, token.text
-        deployment.session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        deployment.log_in(user, password)
         yield deployment
     finally:
         stop(processes, home)
@@ -361,27 +375,9 @@ def monailabel(services: dict[str, dict[str, Any]], front: str, work: Path) -> I
         run_healthcheck(service, {"http://localhost:8000": url})
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+        stop_group(proc)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shutil.copy(log, ARTIFACTS / "monailabel.log")
-
-
-def ohif_missing() -> str | None:
-    if shutil.which("node") is None:
-        return "node is not installed"
-    if not CHROMIUM.exists():
-        return f"{CHROMIUM} is missing (clients/ohif/setup.sh installs Debian's chromium)"
-    if not (OHIF / "node_modules" / "playwright-core").is_dir():
-        return "clients/ohif/node_modules is missing: run clients/ohif/setup.sh"
-    if not (OHIF / "ohif-dist" / "index.html").is_file():
-        return "clients/ohif/ohif-dist (the OHIF build) is missing: run clients/ohif/setup.sh"
-    return None
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -405,75 +401,89 @@ def test_dag_to_minio_to_the_front_to_monai_label_and_ohif(
     expiry = float(env_of(services["monailabel"])["MONAI_LABEL_DICOMWEB_CACHE_EXPIRY"])
     # MONAI Label starts as compose starts it: before any run, on the empty site
     with monailabel(services, front, tmp_path / "monailabel") as ml:
-        def stats() -> dict[str, Any]:
-            answer = requests.get(f"{ml}/datastore/", params={"output": "stats"}, timeout=120)
-            assert answer.status_code == 200, answer.text
-            return dict(answer.json())
-
-        assert stats()["total"] == 0  # and MONAI Label now keeps that empty list for `expiry` s
-
-        wait_for(f"the dag-processor to serialize {DAG_ID}",
-                 lambda: True if airflow.session.get(f"{airflow.url}/api/v2/dags/{DAG_ID}",
-                                                     timeout=30).status_code == 200 else None,
-                 180, airflow.logs)
-        # docs/deploy-airflow.md's trigger, with this machine's paths
-        airflow.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-        started_at = time.monotonic()
-        run = airflow.api("POST", f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None, "conf": {
-            "source": str(source), "destination": SITE, "skip_localizers": False, "batch_size": 2,
-            "download_dir": str(tmp_path / "downloads")}})
-        run_path = f"/dags/{DAG_ID}/dagRuns/{quote(run['dag_run_id'], safe='')}"
-
-        def diagnose() -> str:
-            tis = airflow.api("GET", f"{run_path}/taskInstances", params={"limit": 1000})["task_instances"]
-            return "\n".join(f"{t['task_id']}[{t['map_index']}] {t['state']} try {t['try_number']} "
-                             f"{t.get('hostname')}" for t in tis) + "\n" + airflow.logs()
-
-        final = wait_for("the dicomweb_site run to finish", lambda: (
-            r if (r := airflow.api("GET", run_path))["state"] in ("success", "failed") else None),
-            RUN_DEADLINE_S, diagnose, interval=1.0)
-        assert final["state"] == "success", diagnose()
-        print(f"dicomweb_site run (CeleryExecutor) into {SITE}: {time.monotonic() - started_at:.1f} s")
-        assert airflow.workloads()["worker"] > 0, "the Celery worker ran no task"
-
-        # the front answers the site the run wrote into "MinIO", with the query routing
-        studies = requests.get(f"{front}/studies", timeout=30).json()
-        ct = requests.get(f"{front}/series", params={"Modality": "CT"}, timeout=30).json()
-        ct_uids = sorted(s["0020000E"]["Value"][0] for s in ct)
-        assert len(studies) == SPEC.patients and len(ct_uids) == 5, (studies, ct)
-        manifest = requests.get(f"{front}/_site/manifest.json", timeout=30).json()
-        assert manifest["counts"]["instances"] == instances, manifest
-
-        # the run's links: OHIF of `dicomweb` and the site's own report, served by the front
-        links = airflow.api("GET", f"{run_path}/taskInstances/publish/links")["extra_links"]
-        assert links["Open in viewer"] == f"{front}/viewer/", links
-        assert links["Validation report"] == f"{front}/_site/validation-report.json", links
-        report = requests.get(links["Validation report"], timeout=30).json()
-        assert report["ok"] and report["checked"]["instances"] == instances, report
-        assert requests.get(links["Open in viewer"], timeout=30).status_code == 200
-
-        # MONAI Label lists the run's CT series once its cached list expires, and reads one
-        listed_at = time.monotonic()
-        counted = wait_for("MONAI Label to list the run's CT series",
-                           lambda: s if (s := stats())["total"] == len(ct_uids) else None,
-                           expiry + 120, lambda: tail(tmp_path / "monailabel" / "monailabel.log"),
-                           interval=2.0)
-        print(f"MONAI Label lists {counted['total']} series {time.monotonic() - listed_at:.0f} s after "
-              f"the run (cache expiry {expiry:.0f} s): {counted}")
-        axial = next(s["0020000E"]["Value"][0] for s in ct
-                     if s.get("00201209", {}).get("Value", [0])[0] == SPEC.slices)
-        info = requests.get(f"{ml}/datastore/image/info", params={"image": axial}, timeout=120)
-        assert info.status_code == 200, info.text
-        image = requests.get(f"{ml}/datastore/image", params={"image": axial}, timeout=300)
-        assert image.status_code == 200 and len(image.content) > 1000, image.text[:500]
-        objects = requests.get(f"{ml}/datastore/", params={"output": "all"}, timeout=120).json()["objects"]
-        assert axial in objects, sorted(objects)
+        assert _monailabel_stats(ml)["total"] == 0  # and MONAI Label now keeps that empty list for `expiry` s
+        run_path = _run_the_dag(airflow, source, tmp_path / "downloads")
+        ct = _check_the_front_answers_the_site(front, instances)
+        links = _check_the_run_links(airflow, run_path, front, instances)
+        _check_monai_label_reads_the_run(ml, ct, expiry, tmp_path / "monailabel" / "monailabel.log")
     assert "Authorization" not in dicomweb.log.read_text()  # the token is never logged
+    _check_ohif_shows_the_site(links["Open in viewer"], front, tmp_path / "ohif")
 
-    # OHIF at /viewer/ of the front, same origin, in Chromium: the study, a series, CT pixels
-    out = tmp_path / "ohif"
+
+def _monailabel_stats(ml: str) -> dict[str, Any]:
+    """MONAI Label's datastore statistics (``GET /datastore/?output=stats``)."""
+    answer = requests.get(f"{ml}/datastore/", params={"output": "stats"}, timeout=120)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def _run_the_dag(airflow: Airflow, source: Path, downloads: Path) -> str:
+    """Trigger the DAG as docs/deploy-airflow.md does, on ``source``; wait for its success; the run's
+    API path."""
+    # docs/deploy-airflow.md's trigger, with this machine's paths
+    run_path = airflow.trigger(DAG_ID, {
+        "source": str(source), "destination": SITE, "skip_localizers": False, "batch_size": 2,
+        "download_dir": str(downloads)}, serialize_s=180)
+    started_at = time.monotonic()
+
+    def diagnose() -> str:
+        tis = airflow.api("GET", f"{run_path}/taskInstances", params={"limit": 1000})["task_instances"]
+        return "\n".join(f"{t['task_id']}[{t['map_index']}] {t['state']} try {t['try_number']} "
+                         f"{t.get('hostname')}" for t in tis) + "\n" + airflow.logs()
+
+    final = wait_for("the dicomweb_site run to finish", lambda: (
+        r if (r := airflow.api("GET", run_path))["state"] in ("success", "failed") else None),
+        RUN_DEADLINE_S, diagnose, interval=1.0)
+    assert final["state"] == "success", diagnose()
+    print(f"dicomweb_site run (CeleryExecutor) into {SITE}: {time.monotonic() - started_at:.1f} s")
+    assert airflow.workloads()["worker"] > 0, "the Celery worker ran no task"
+    return run_path
+
+
+def _check_the_front_answers_the_site(front: str, instances: int) -> list[dict[str, Any]]:
+    """The front answers the site the run wrote into "MinIO", with the query routing; its CT series."""
+    studies = requests.get(f"{front}/studies", timeout=30).json()
+    ct: list[dict[str, Any]] = requests.get(f"{front}/series", params={"Modality": "CT"}, timeout=30).json()
+    ct_uids = sorted(s["0020000E"]["Value"][0] for s in ct)
+    assert len(studies) == SPEC.patients and len(ct_uids) == 5, (studies, ct)
+    manifest = requests.get(f"{front}/_site/manifest.json", timeout=30).json()
+    assert manifest["counts"]["instances"] == instances, manifest
+    return ct
+
+
+def _check_the_run_links(airflow: Airflow, run_path: str, front: str, instances: int) -> dict[str, str]:
+    """The run's links: OHIF of `dicomweb` and the site's own report, served by the front."""
+    links: dict[str, str] = airflow.api("GET", f"{run_path}/taskInstances/publish/links")["extra_links"]
+    assert links["Open in viewer"] == f"{front}/viewer/", links
+    assert links["Validation report"] == f"{front}/_site/validation-report.json", links
+    report = requests.get(links["Validation report"], timeout=30).json()
+    assert report["ok"] and report["checked"]["instances"] == instances, report
+    assert requests.get(links["Open in viewer"], timeout=30).status_code == 200
+    return links
+
+
+def _check_monai_label_reads_the_run(ml: str, ct: list[dict[str, Any]], expiry: float, log: Path) -> None:
+    """MONAI Label lists the run's CT series once its cached list expires, and reads one."""
+    listed_at = time.monotonic()
+    counted = wait_for("MONAI Label to list the run's CT series",
+                       lambda: s if (s := _monailabel_stats(ml))["total"] == len(ct) else None,
+                       expiry + 120, lambda: tail(log), interval=2.0)
+    print(f"MONAI Label lists {counted['total']} series {time.monotonic() - listed_at:.0f} s after "
+          f"the run (cache expiry {expiry:.0f} s): {counted}")
+    axial = next(s["0020000E"]["Value"][0] for s in ct
+                 if s.get("00201209", {}).get("Value", [0])[0] == SPEC.slices)
+    info = requests.get(f"{ml}/datastore/image/info", params={"image": axial}, timeout=120)
+    assert info.status_code == 200, info.text
+    image = requests.get(f"{ml}/datastore/image", params={"image": axial}, timeout=300)
+    assert image.status_code == 200 and len(image.content) > 1000, image.text[:500]
+    objects = requests.get(f"{ml}/datastore/", params={"output": "all"}, timeout=120).json()["objects"]
+    assert axial in objects, sorted(objects)
+
+
+def _check_ohif_shows_the_site(viewer_url: str, front: str, out: Path) -> None:
+    """OHIF at /viewer/ of the front, same origin, in Chromium: the study, a series, CT pixels."""
     viewer = subprocess.run(
-        ["node", str(OHIF / "viewer-test.mjs"), "--ohif", links["Open in viewer"], "--site", front,
+        ["node", str(OHIF / "viewer-test.mjs"), "--ohif", viewer_url, "--site", front,
          "--out", str(out), "--timeout", "120"],
         cwd=OHIF, capture_output=True, text=True, timeout=600, check=False,
         env={**os.environ, "CHROMIUM": str(CHROMIUM)})
