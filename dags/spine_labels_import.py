@@ -15,22 +15,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from static_dicomweb_airflow.assets import LABELS
+from static_dicomweb_airflow.params import LabelsImportParams, airflow_params
 from static_dicomweb_airflow.pools import SOURCE_POOL
 
-PARAMS = {
-    "destination": Param("/data/site", type="string", description="site folder or s3://bucket/prefix"),
-    "series_uids": Param([], type="array", description="NLST CT SeriesInstanceUIDs to label"),
-    "model": Param("spine_cpu", enum=["spine_cpu", "localization_spine"],
-                   description="map the vertebrae to one spine label, or to C1..L5"),
-    "download_dir": Param("/tmp/static-dicomweb-totalseg", type="string",
-                          description="worker folder for the downloaded SEG and CT files"),
-    "profile": Param("default", enum=["default", "viewer", "full"],
-                     description="which objects to write (docs/site-layout.md)"),
-    "aws_conn_id": Param("aws_default", type="string", description="Airflow connection for an S3 site"),
-}
+# declared once, with their defaults and descriptions, in static_dicomweb_airflow.params
+PARAMS = airflow_params(LabelsImportParams)
 RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True,
            "max_retry_delay": timedelta(minutes=10)}
 
