@@ -16,24 +16,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from static_dicomweb_airflow.assets import MODEL, SITE
+from static_dicomweb_airflow.params import RefreshParams, airflow_params
 
-PARAMS = {
-    "destination": Param("", type="string",
-                         description="site folder or s3://bucket/prefix (empty: the triggering event's)"),
-    "model": Param("spine_cpu", type="string", description="the MONAI Label model whose weights to upload"),
-    "search_filter": Param({"Modality": "CT"}, type="object",
-                           description="MONAI_LABEL_DICOMWEB_SEARCH_FILTER of the server"),
-    "monailabel_conn_id": Param("monailabel_default", type="string",
-                                description="Airflow HTTP connection of the MONAI Label server"),
-    "aws_conn_id": Param("aws_default", type="string", description="Airflow connection for an S3 site"),
-    "work_dir": Param("/tmp/static-dicomweb-training", type="string",
-                      description="worker folder the weights are fetched to"),
-    "check_timeout_s": Param(120, type="integer", minimum=0,
-                             description="wait this long for the server to list the site's images"),
-}
+# declared once, with their defaults and descriptions, in static_dicomweb_airflow.params
+PARAMS = airflow_params(RefreshParams)
 RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=15), "retry_exponential_backoff": True,
            "max_retry_delay": timedelta(minutes=5)}
 
