@@ -22,41 +22,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.providers.amazon.aws.operators.sagemaker import SageMakerTrainingOperator
-from airflow.sdk import Param, dag, task
+from airflow.sdk import dag, task
 
 from static_dicomweb_airflow.assets import LABELS, MODEL, SITE
+from static_dicomweb_airflow.params import TrainingParams, airflow_params
 
-PARAMS = {
-    "destination": Param("", type="string",
-                         description="site folder or s3://bucket/prefix (empty: the triggering event's)"),
-    "model": Param("spine_cpu", enum=["spine_cpu", "localization_spine"],
-                   description="MONAI Label model to train: one spine label, or C1..L5"),
-    "backend": Param("local", enum=["local", "monailabel", "sagemaker"],
-                     description="where to train: this worker (CPU), the MONAI Label server, SageMaker"),
-    "min_new_labels": Param(1, type="integer", minimum=0,
-                            description="train only when this many labels are new"),
-    "heldout_fraction": Param(0.25, type="number", minimum=0, maximum=0.9,
-                              description="share of patients held out to compare models"),
-    "epochs": Param(20, type="integer", minimum=1, description="training epochs"),
-    "fine_tune": Param(True, type="boolean", description="local: start from the current weights"),
-    "min_improvement": Param(0.0, type="number", description="Dice the new model must gain"),
-    "trainer_python": Param("", type="string",
-                            description="a Python with torch and MONAI (default: MONAI Label's venv)"),
-    "work_dir": Param("/tmp/static-dicomweb-training", type="string",
-                      description="worker folder for the exported data set and weights"),
-    "aws_conn_id": Param("aws_default", type="string", description="Airflow connection for S3 and SageMaker"),
-    "monailabel_conn_id": Param("monailabel_default", type="string",
-                                description="Airflow HTTP connection of the MONAI Label server"),
-    "sagemaker_role_arn": Param("", type="string", description="sagemaker: the training job's IAM role"),
-    "sagemaker_image_uri": Param("", type="string",
-                                 description="an image whose entry point runs python -m spine_model.train"),
-    "sagemaker_instance_type": Param("ml.g5.xlarge", type="string",
-                                     description="sagemaker: the training instance type"),
-    "train_timeout_s": Param(7200, type="integer", minimum=60,
-                             description="fail the training after this many seconds"),
-    "artifact_timeout_s": Param(0, type="integer", minimum=0,
-                                description="wait this long for model.tar.gz after the job ends"),
-}
+# declared once, with their defaults and descriptions, in static_dicomweb_airflow.params
+PARAMS = airflow_params(TrainingParams)
 RETRIES = {"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True,
            "max_retry_delay": timedelta(minutes=10)}
 AFTER_ONE_BACKEND = "none_failed_min_one_success"
@@ -84,7 +56,7 @@ def spine_training() -> None:
 
     @task.branch
     def backend(exported: dict[str, Any]) -> str:
-        chosen = exported["params"].get("backend") or "local"
+        chosen = TrainingParams.of(exported["params"]).backend
         return "sagemaker_config" if chosen == "sagemaker" else f"train_{chosen}"
 
     @task
