@@ -44,10 +44,11 @@ class DagParams:
     def of(cls, params: dict[str, Any] | None) -> Self:
         """A run's params (Airflow passes every declared one; missing ones take the default).
 
-        Keys the class does not declare are left out, so a dict that gained a key on its
-        way through XCom (or an older run's conf) still reads.
+        Keys the class does not declare are left out: a run's conf may carry keys the DAG
+        does not declare, and Airflow merges them into its params.
         """
         names = {f.name for f in dataclasses.fields(cls)}
+        # replace() on the defaults keeps this typed for every subclass; the base's cls(**…) is not
         return dataclasses.replace(cls(), **{k: v for k, v in (params or {}).items() if k in names})
 
 
