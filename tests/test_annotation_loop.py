@@ -94,18 +94,23 @@ def nifti_order(voxels: np.ndarray, hu: np.ndarray) -> bool:
     return False
 
 
+class Laps:
+    """The seconds each step of the loop took, printed as it ends and kept for .artifacts/."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+        self.clock = time.monotonic()
+
+    def __call__(self, name: str) -> None:
+        self.timings[name] = round(time.monotonic() - self.clock, 1)
+        print(f"  {name}: {self.timings[name]} s", flush=True)
+        self.clock = time.monotonic()
+
+
 def test_annotation_loop(tmp_path: Path) -> None:
     if not INSTALLED.is_file():
         pytest.skip("MONAI Label is not installed: run clients/monailabel/setup.sh (make monailabel-setup)")
-    timings: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        timings[name] = round(time.monotonic() - clock, 1)
-        print(f"  {name}: {timings[name]} s", flush=True)
-        clock = time.monotonic()
-
+    lap = Laps()
     generate_sample(tmp_path / "in", SPEC)
     site = tmp_path / "site"
     port = free_port()
@@ -117,6 +122,7 @@ def test_annotation_loop(tmp_path: Path) -> None:
     store = LocalStore(site)
     cts = axial_series(store)
     assert len(cts) == 2 * SPEC.patients
+    refresh = {"destination": str(site), "model": MODEL, "work_dir": str(tmp_path / "training")}
 
     server, site_url = serve_in_thread(str(site), stow_token=TOKEN)
     try:
@@ -128,17 +134,7 @@ def test_annotation_loop(tmp_path: Path) -> None:
             assert MODEL in client.info()["models"]
 
             # 2. the first labels: TotalSegmentator-style SEGs of three patients, imported (vertebrae → spine)
-            (tmp_path / "labels").mkdir()
-            bootstrap = [c for c in cts if "STANDARD" in c["description"]][:3]
-            for n, ct in enumerate(bootstrap):
-                volume = read_series_volume(store, ct["study"], ct["series"])
-                ts = totalseg_like_seg(volume, seed=phantom_seed_of(volume, SPEC),
-                                       series_uid=f"1.2.826.0.1.3680043.8.498.77.{n}.1",
-                                       sop_uid=f"1.2.826.0.1.3680043.8.498.77.{n}.2")
-                mapped = map_totalseg(ts, volume, model_labels(MODEL))
-                dcmwrite(tmp_path / "labels" / f"seg{n}.dcm", mapped, enforce_file_format=True)
-            assert convert([tmp_path / "labels"], store).ok
-            assert len(seg_rows(store)) == 3
+            bootstrap = import_totalseg_labels(store, cts, tmp_path / "labels")
             lap("TotalSegmentator-style labels imported")
 
             # 3. the first model (local backend, few epochs), published
@@ -150,45 +146,28 @@ def test_annotation_loop(tmp_path: Path) -> None:
             lap("spine_training 1 (local)")
 
             # 4. monailabel_refresh serves it
-            airflow.dags_test("monailabel_refresh", {"destination": str(site), "model": MODEL,
-                                                     "work_dir": str(tmp_path / "training")}, "3-refresh")
-            served = client.model_info(MODEL)
-            assert served is not None and served.checksum == f"SHA256:{first['sha256']}"
+            airflow.dags_test("monailabel_refresh", refresh, "3-refresh")
+            check_served(client, first["sha256"])
             lap("monailabel_refresh 1")
 
             # 5. inference on an unlabelled series returns a label
-            target = next(c for c in cts if c["patient"] not in {b["patient"] for b in bootstrap}
-                          and "STANDARD" in c["description"])
-            header, image, _ = read_nifti(client.session.get(f"{url}/datastore/image",
-                                                             params={"image": target["series"]},
-                                                             timeout=300).content)
-            _, predicted, _ = read_nifti(client.infer(MODEL, target["series"]))
-            assert predicted.shape == image.shape and predicted.any(), "the first model labelled nothing"
+            target = unlabelled_series(cts, bootstrap)
+            header, image, predicted = first_inference(client, url, target["series"])
             lap("inference 1")
 
             # 6. the radiologist corrects it and saves it as final: a SEG in the site, by STOW-RS
-            volume = read_series_volume(store, target["study"], target["series"])
-            truth = phantom_truth(volume, SPEC)
-            corrected = truth if nifti_order(image, volume.hu) else truth[::-1]
-            (tmp_path / "label.nii.gz").write_bytes(nifti_label(header, corrected.astype(bool)))
-            client.save_label(target["series"], tmp_path / "label.nii.gz")
-            assert len(seg_rows(store)) == 4, "the final label is not in the site"
+            save_corrected_label(client, store, target, header, image, tmp_path / "label.nii.gz")
             lap("final label saved (STOW-RS)")
 
             # 7. spine_training again: more labels, more epochs, from the current weights
             airflow.dags_test("spine_training", {**conf, "epochs": 20}, "4-spine_training")
-            second = registry.current(store, MODEL)
-            assert second is not None and second["sha256"] != first["sha256"], \
-                f"the second model was not published: {second}"
-            assert second["dice"] > (second["previous_dice"] or 0.0)
+            second = check_second_model(store, first["sha256"])
             lap("spine_training 2 (local)")
 
             # 8. monailabel_refresh: the datastore still lists every CT series; the new weights are served
-            airflow.dags_test("monailabel_refresh", {"destination": str(site), "model": MODEL,
-                                                     "work_dir": str(tmp_path / "training")}, "5-refresh")
-            served = client.model_info(MODEL)
-            assert served is not None and served.checksum == f"SHA256:{second['sha256']}"
-            assert served.checksum != f"SHA256:{first['sha256']}"
+            airflow.dags_test("monailabel_refresh", refresh, "5-refresh")
+            served_checksum = check_served(client, second["sha256"])
+            assert served_checksum != f"SHA256:{first['sha256']}"
             _, predicted2, _ = read_nifti(client.infer(MODEL, target["series"]))
             assert predicted2.any() and not np.array_equal(predicted, predicted2)
             lap("monailabel_refresh 2 and inference 2")
@@ -197,23 +176,89 @@ def test_annotation_loop(tmp_path: Path) -> None:
                   f"held out: {', '.join(second['heldout_series'])}", flush=True)
 
             # 9. the monailabel backend: MONAI Label trains on the site's SEGs; Dice decides
-            airflow.dags_test("spine_training", {**conf, "backend": "monailabel", "epochs": 2,
-                                                 "min_new_labels": 0}, "6-spine_training-monailabel")
-            status = client.training_status()
-            assert status is not None and status["status"] == "DONE", status
-            lap("spine_training 3 (monailabel backend)")
-            # MONAI Label serves its own training result now; the next refresh serves the published one
-            published = registry.current(store, MODEL)
-            assert published is not None
-            assert published["sha256"] == second["sha256"] or published["backend"] == "monailabel"
-            airflow.dags_test("monailabel_refresh", {"destination": str(site), "model": MODEL,
-                                                     "work_dir": str(tmp_path / "training")}, "7-refresh")
-            served = client.model_info(MODEL)
-            assert served is not None and served.checksum == f"SHA256:{published['sha256']}"
-            lap("monailabel_refresh 3")
+            train_with_the_monailabel_backend(airflow, client, store, conf, second["sha256"], refresh, lap)
             (ARTIFACTS / "monailabel.log").write_bytes(ml_log.read_bytes())
     finally:
         server.shutdown()
         server.server_close()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        (ARTIFACTS / "timings.json").write_text(json.dumps(timings, indent=1) + "\n")
+        (ARTIFACTS / "timings.json").write_text(json.dumps(lap.timings, indent=1) + "\n")
+
+
+def import_totalseg_labels(store: LocalStore, cts: list[dict[str, str]],
+                           folder: Path) -> list[dict[str, str]]:
+    """Convert TotalSegmentator-style SEGs of three STANDARD series, mapped onto the model's labels,
+    into the site; those three series."""
+    folder.mkdir()
+    bootstrap = [c for c in cts if "STANDARD" in c["description"]][:3]
+    for n, ct in enumerate(bootstrap):
+        volume = read_series_volume(store, ct["study"], ct["series"])
+        ts = totalseg_like_seg(volume, seed=phantom_seed_of(volume, SPEC),
+                               series_uid=f"1.2.826.0.1.3680043.8.498.77.{n}.1",
+                               sop_uid=f"1.2.826.0.1.3680043.8.498.77.{n}.2")
+        mapped = map_totalseg(ts, volume, model_labels(MODEL))
+        dcmwrite(folder / f"seg{n}.dcm", mapped, enforce_file_format=True)
+    assert convert([folder], store).ok
+    assert len(seg_rows(store)) == 3
+    return bootstrap
+
+
+def check_served(client: MonaiLabelClient, sha256: str) -> str:
+    """MONAI Label serves the model whose weights have ``sha256``; its checksum."""
+    served = client.model_info(MODEL)
+    assert served is not None and served.checksum == f"SHA256:{sha256}"
+    return served.checksum
+
+
+def unlabelled_series(cts: list[dict[str, str]], labelled: list[dict[str, str]]) -> dict[str, str]:
+    """A STANDARD series of a patient none of whose series is labelled."""
+    patients = {b["patient"] for b in labelled}
+    return next(c for c in cts if c["patient"] not in patients and "STANDARD" in c["description"])
+
+
+def first_inference(client: MonaiLabelClient, url: str,
+                    series: str) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """The NIfTI header and voxels of ``series`` as MONAI Label gives them, and the model's label of it."""
+    header, image, _ = read_nifti(client.session.get(f"{url}/datastore/image", params={"image": series},
+                                                     timeout=300).content)
+    _, predicted, _ = read_nifti(client.infer(MODEL, series))
+    assert predicted.shape == image.shape and predicted.any(), "the first model labelled nothing"
+    return header, image, predicted
+
+
+def save_corrected_label(client: MonaiLabelClient, store: LocalStore, target: dict[str, str],
+                         header: bytes, image: np.ndarray, path: Path) -> None:
+    """Save the phantom's true spine of ``target`` as its final label; it lands in the site as a SEG."""
+    volume = read_series_volume(store, target["study"], target["series"])
+    truth = phantom_truth(volume, SPEC)
+    corrected = truth if nifti_order(image, volume.hu) else truth[::-1]
+    path.write_bytes(nifti_label(header, corrected.astype(bool)))
+    client.save_label(target["series"], path)
+    assert len(seg_rows(store)) == 4, "the final label is not in the site"
+
+
+def check_second_model(store: LocalStore, first_sha256: str) -> dict[str, Any]:
+    """The second training published new weights, better than the model before it; their record."""
+    second = registry.current(store, MODEL)
+    assert second is not None and second["sha256"] != first_sha256, \
+        f"the second model was not published: {second}"
+    assert second["dice"] > (second["previous_dice"] or 0.0)
+    return second
+
+
+def train_with_the_monailabel_backend(airflow: Airflow, client: MonaiLabelClient, store: LocalStore,
+                                      conf: dict[str, Any], second_sha256: str, refresh: dict[str, Any],
+                                      lap: Laps) -> None:
+    """spine_training with MONAI Label training; the next refresh serves whichever model is published."""
+    airflow.dags_test("spine_training", {**conf, "backend": "monailabel", "epochs": 2,
+                                         "min_new_labels": 0}, "6-spine_training-monailabel")
+    status = client.training_status()
+    assert status is not None and status["status"] == "DONE", status
+    lap("spine_training 3 (monailabel backend)")
+    # MONAI Label serves its own training result now; the next refresh serves the published one
+    published = registry.current(store, MODEL)
+    assert published is not None
+    assert published["sha256"] == second_sha256 or published["backend"] == "monailabel"
+    airflow.dags_test("monailabel_refresh", refresh, "7-refresh")
+    check_served(client, published["sha256"])
+    lap("monailabel_refresh 3")
