@@ -299,7 +299,10 @@ def _charset_key(ds: Dataset, item: bool) -> Any:
     charset_bytes = _stored(getattr(charset, "value", None))  # decoded: a (multi-)value
     if not item:
         return charset_bytes
-    read, used = ds.original_character_set, ds._character_set
+    # without an (0008,0005) of its own, what ``_character_set`` gives, less its look-up of the
+    # absent element (a KeyError raised and caught in every such item)
+    used = ds._character_set if charset is not None else ds._parent_encoding
+    read = ds.original_character_set
     return ("item", charset_bytes, read if isinstance(read, str) else tuple(read),
             used if isinstance(used, str) else tuple(used))
 
