@@ -5,8 +5,8 @@ missing) into a fresh folder, the whole CLI process from its first import:
 
 - cProfile, in a fresh interpreter, timed by the main thread's CPU time
   (``time.thread_time``: the other load of a shared machine, waits for a
-  core or the disk, is left out); the main thread only: the read-ahead
-  and writer threads are not in it.  Prints the top functions by cumulative and by own time, and the
+  core or the disk, is left out); the main thread only: writer threads
+  (on S3) are not in it.  Prints the top functions by cumulative and by own time, and the
   phases below.
 - py-spy (``pip install py-spy``; not a requirement of the project), in a
   child process, every thread, waiting included (``--idle``): the phases
@@ -41,9 +41,7 @@ from bench_cli import cli_command, realistic_input
 #: (phase, a function name or file:function that puts a frame in it); the first match inward wins.
 PHASES = (("imports", "_find_and_load"), ("aggregation", "aggregate (static_dicomweb/aggregate.py"),
           ("DICOM JSON", "InstanceWriter.metadata"), ("DICOM JSON", "encode_attributes"),
-          ("reading", "read_instance"), ("reading", "load (static_dicomweb/reader.py"),
-          ("waiting for the read-ahead", "Future.result"),
-          ("writing", "InstanceWriter.write"))
+          ("reading", "read_instance"), ("writing", "InstanceWriter.write"))
 
 
 def _phase(frames: list[str]) -> str:
@@ -181,8 +179,7 @@ def run_py_spy(source: Path, site: Path, workers: int, raw: Path) -> None:
     if done.returncode != 0:
         sys.exit(f"py-spy exited {done.returncode}: {done.stderr[-2000:]}")
     threads, total = py_spy_phases(raw)
-    phases = ("imports", "reading", "DICOM JSON", "writing", "aggregation",
-              "waiting for the read-ahead", "idle", "other")
+    phases = ("imports", "reading", "DICOM JSON", "writing", "aggregation", "idle", "other")
     print(f"## py-spy, every thread, waiting included, 200 samples/s ({wall:.1f} s with the sampler; "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())})\n")
     print("| thread | samples | " + " | ".join(phases) + " |")
@@ -198,7 +195,7 @@ def run_stages(source: Path, limit: int) -> None:
     from static_dicomweb.convert import InstanceWriter
     from static_dicomweb.dicomjson import encode_attributes, gzip_bytes
     from static_dicomweb.profiles import get_profile
-    from static_dicomweb.reader import load, read_instance
+    from static_dicomweb.reader import read_instance, read_regular_file, sha256_hex
     from static_dicomweb.store import LocalStore
 
     files = sorted(source.rglob("*.dcm"))
@@ -212,12 +209,12 @@ def run_stages(source: Path, limit: int) -> None:
     steps: dict[str, float] = defaultdict(float)
     for path in chosen:
         clock = time.thread_time()
-        loaded = load(path)
-        assert loaded is not None
+        data = read_regular_file(path)
+        sha256 = sha256_hex(data)
         now = time.thread_time()
-        steps["read the file + SHA-256 (read-ahead thread)"] += now - clock
+        steps["read the file + SHA-256"] += now - clock
         clock = now
-        inst = read_instance(path, loaded.data, loaded.sha256)
+        inst = read_instance(path, data, sha256)
         now = time.thread_time()
         steps["parse (read_instance)"] += now - clock
         clock = now

@@ -20,9 +20,7 @@ import os
 import pickle
 import stat
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from .errors import ConflictError, ObjectExistsError, RejectedInstanceError
 from .profiles import Profile, get_profile
 from .progress import Progress, file_size
 from .qido import instance_row
-from .reader import Loaded, SourceInstance, load, plain_us, read_instance
+from .reader import SourceInstance, plain_us, read_instance
 from .store import Store
 from .thumbnail import render
 
@@ -205,10 +203,10 @@ class InstanceWriter:
         self.store = store
         self.profile = profile
 
-    def __call__(self, path: Path, loaded: Loaded | None = None) -> Written | Rejected:
-        """Convert one file (``loaded``: its bytes, read ahead); every problem becomes a :class:`Rejected`."""
+    def __call__(self, path: Path) -> Written | Rejected:
+        """Convert one file; every problem becomes a :class:`Rejected`."""
         try:
-            inst = read_instance(path, loaded.data, loaded.sha256) if loaded else read_instance(path)
+            inst = read_instance(path)
         except RejectedInstanceError as exc:
             log.warning("rejected %s: %s", path, exc.reason)
             return Rejected(str(path), exc.reason)
@@ -331,10 +329,6 @@ class InstanceWriter:
         return dict(sorted(meta.items()))
 
 
-#: Files read ahead of the one being converted, in one process.
-READ_AHEAD = 2
-
-
 def _pool_init(store: Store, profile: Profile) -> None:
     global _WORKER
     # a copy made through pickle: each worker opens its own connections (boto3 clients are not
@@ -352,19 +346,16 @@ def _pool_run(path: Path) -> Written | Rejected:
 
 def _run(files: Sequence[Path], store: Store, profile: Profile,
          workers: int) -> Iterator[Written | Rejected]:
+    """Each file converted whole by one of ``workers`` processes (one: this process), in any order.
+
+    Conversion is CPU work in Python (parsing, DICOM JSON, gzip) beside the
+    file system's, so processes are its one way to use more cores; each
+    writes its own files through its own store.
+    """
     if workers <= 1 or len(files) < 2:
         writer = InstanceWriter(store, profile)
-        # a thread reads and hashes the next files while this one parses and writes
-        with ThreadPoolExecutor(1, thread_name_prefix="sdw-read") as reader:
-            ahead: deque[tuple[Path, Future[Loaded | None]]] = deque()
-            for path in files:
-                ahead.append((path, reader.submit(load, path)))
-                if len(ahead) > READ_AHEAD:
-                    done, loading = ahead.popleft()
-                    yield writer(done, loading.result())
-            while ahead:
-                done, loading = ahead.popleft()
-                yield writer(done, loading.result())
+        for path in files:
+            yield writer(path)
         return
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers, initializer=_pool_init, initargs=(store, profile)) as pool:

@@ -164,30 +164,8 @@ UNREADABLE = (ValueError, TypeError, KeyError, IndexError, AttributeError, NotIm
 
 
 def sha256_hex(data: bytes | memoryview) -> str:
-    """The SHA-256 of ``data`` in hex (hashlib lets other threads run meanwhile)."""
+    """The SHA-256 of ``data`` in hex."""
     return hashlib.sha256(data).hexdigest()
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """A file's bytes and their SHA-256, read ahead of :func:`read_instance` (see :func:`load`)."""
-
-    data: bytes
-    sha256: str
-
-
-def load(path: str | Path) -> Loaded | None:
-    """Read ``path`` and hash it, for a reader thread; None when it cannot be read.
-
-    Both steps release the GIL, so a thread running this for the next file
-    overlaps the parsing of the current one.  A file that cannot be read is
-    left to :func:`read_instance`, which names the reason.
-    """
-    try:
-        data = read_regular_file(path)
-    except (OSError, RejectedInstanceError):
-        return None
-    return Loaded(data, sha256_hex(data))
 
 
 def read_regular_file(path: str | Path) -> bytes:
@@ -224,7 +202,7 @@ def read_instance(path: str | Path, data: bytes | None = None, sha256: str = "")
     path
         The file, also used in every message.
     data
-        Its bytes when already in memory (STOW-RS parts, or read ahead by :func:`load`).
+        Its bytes when already in memory (STOW-RS parts).
     sha256
         The SHA-256 of ``data`` when already known (hex).
 
