@@ -260,3 +260,26 @@ def test_file_with_a_decoded_character_set_is_converted(tmp_path: Path) -> None:
     assert path is not None
     result = convert([path], LocalStore(tmp_path / "site"))
     assert result.ok, result.rejected
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_write_that_fails_stops_the_run_and_gives_every_uid_back(sample_dir: Path, tmp_path: Path,
+                                                                   workers: int) -> None:
+    # each worker stores an instance's objects on its writer thread while it converts the next
+    # file: a failure there must still stop the run, and the rerun redo it; one worker also gives
+    # every UID back (the others' processes are ended mid-file when the run stops)
+    series = [p for p in sample_files(sample_dir) if p.parent == sample_files(sample_dir)[0].parent]
+    first = pydicom.dcmread(series[0], stop_before_pixels=True)
+    site = tmp_path / "site"
+    blocked = site / "studies" / first.StudyInstanceUID / "series" / first.SeriesInstanceUID
+    blocked.mkdir(parents=True)
+    (blocked / "instances").write_text("a file where the instances' folder goes")
+    with pytest.raises(NotADirectoryError):
+        convert(series, LocalStore(site), workers=workers)
+    if workers == 1:
+        assert not list((site / "_site" / "instances").rglob("*" + BODY))
+    assert sorted(p.name for p in blocked.iterdir()) == ["instances"]
+    # the run is redone whole once the folder is free
+    (blocked / "instances").unlink()
+    assert len(convert(series, LocalStore(site), workers=workers).written) == len(series)
+    assert validate(str(site), keep=False).ok

@@ -20,7 +20,9 @@ import os
 import pickle
 import stat
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -28,11 +30,12 @@ from . import keys, multipart
 from .aggregate import aggregate
 from .dicomjson import JsonDict, dataset_to_json, encode, encode_attributes, gzip_bytes
 from .errors import ConflictError, ObjectExistsError, RejectedInstanceError
+from .keys import ObjectSpec
 from .profiles import Profile, get_profile
 from .progress import Progress, file_size
 from .qido import instance_row
 from .reader import SourceInstance, plain_us, read_instance
-from .store import Store
+from .store import Piece, Store
 from .thumbnail import render
 
 log = logging.getLogger(__name__)
@@ -196,15 +199,45 @@ def _delete_instance(store: Store, study: str, series: str, sop: str) -> None:
         store.delete(key)
 
 
-class InstanceWriter:
-    """Writes the objects of single instances to one store under one profile."""
+#: One write: the object, its pieces and its user metadata.
+Write = tuple[ObjectSpec, Sequence[Piece], dict[str, str] | None]
 
-    def __init__(self, store: Store, profile: Profile) -> None:
+
+def _put_all(store: Store, writes: Sequence[Write], undo: str | None) -> None:
+    """Write ``writes`` in order; at the first that fails, delete the key ``undo`` (if any) and raise."""
+    try:
+        for spec, pieces, meta in writes:
+            store.put(spec, pieces, meta)
+    except BaseException:
+        if undo:
+            store.delete(undo)
+        raise
+
+
+class InstanceWriter:
+    """Writes the objects of single instances to one store under one profile.
+
+    Parameters
+    ----------
+    store, profile
+        Where, and which objects.
+    writer
+        A thread that stores each instance's objects, in order, while this
+        one reads and converts the next file (its future is :attr:`pending`
+        after each call); None (default): they are stored before a call returns.
+
+    """
+
+    def __init__(self, store: Store, profile: Profile, writer: Executor | None = None) -> None:
         self.store = store
         self.profile = profile
+        self.writer = writer
+        #: The writes of the last instance, while the writer thread stores them.
+        self.pending: Future[None] | None = None
 
     def __call__(self, path: Path) -> Written | Rejected:
         """Convert one file; every problem becomes a :class:`Rejected`."""
+        self.pending = None
         try:
             inst = read_instance(path)
         except RejectedInstanceError as exc:
@@ -252,10 +285,10 @@ class InstanceWriter:
                 raise ConflictError(inst.path, _conflict_reason(inst, held)) from None
             if held.get("profile") == self.profile.name and store.headers(meta_key) is not None:
                 return self._stored(inst)
-            written = self._write_objects(inst, claimed=False)
-            if held.get("profile") != self.profile.name:
-                store.put(record, [self._record(inst)])
-            return written
+            # a new profile is recorded once its objects are written
+            then: list[Write] = [] if held.get("profile") == self.profile.name else \
+                [(record, [self._record(inst)], None)]
+            return self._write_objects(inst, claimed=False, then=then)
         # claimed now; a site written before identity records may hold the UID at this key
         before = store.headers(meta_key) or {}
         if before.get(SHA256_META) not in (None, inst.sha256):
@@ -265,12 +298,8 @@ class InstanceWriter:
             raise ConflictError(inst.path, _conflict_reason(inst, held))
         if before and before.get(PROFILE_META) == self.profile.name:
             return self._stored(inst)
-        try:
-            return self._write_objects(inst, claimed=not before)
-        except BaseException:
-            if not before:  # give the UID back: nothing of this instance is in the site
-                store.delete(record.key)
-            raise
+        # if a write fails, give the UID back: nothing of this instance is in the site
+        return self._write_objects(inst, claimed=not before, undo=None if before else record.key)
 
     def replace(self, inst: SourceInstance, old: Written) -> Written:
         """Put ``inst`` in the place of ``old`` (same SOP Instance UID), which this run wrote."""
@@ -286,30 +315,55 @@ class InstanceWriter:
         return Written(inst.path, s, se, i, inst.sha256, len(inst.frames), text,
                        instance_row(json.loads(text)))
 
-    def _write_objects(self, inst: SourceInstance, *, claimed: bool) -> Written:
-        """Every object of ``inst``, its metadata last."""
-        store, s, se, i = self.store, inst.study, inst.series, inst.sop
-        meta = self.metadata(inst)
+    def _write_objects(self, inst: SourceInstance, *, claimed: bool, then: Sequence[Write] = (),
+                       undo: str | None = None) -> Written:
+        """Every object of ``inst``, its metadata last, then ``then``; at a failure, delete ``undo``.
+
+        The objects are computed here and stored here or, with a writer
+        thread, by it (:attr:`pending`).
+        """
+        s, se, i = inst.study, inst.series, inst.sop
+        try:
+            writes, meta, text = self._objects(inst)
+        except BaseException:
+            if undo:
+                self.store.delete(undo)
+            raise
+        writes += then
+        if self.writer is None:
+            _put_all(self.store, writes, undo)
+        else:
+            self.pending = self.writer.submit(_put_all, self.store, writes, undo)
+        return Written(inst.path, s, se, i, inst.sha256, len(inst.frames), text, instance_row(meta),
+                       claimed)
+
+    def _objects(self, inst: SourceInstance) -> tuple[list[Write], JsonDict, bytes]:
+        """The writes of every object of ``inst``, its metadata last; the metadata and its text."""
+        s, se, i = inst.study, inst.series, inst.sop
+        writes: list[Write] = []
+        meta = self.metadata(inst, writes)
         for number, data in enumerate(inst.frames, start=1):
             spec = keys.frame(s, se, i, number, inst.syntax.media_type, inst.syntax.frame_syntax)
             part_type = f"{inst.syntax.media_type}; transfer-syntax={inst.syntax.frame_syntax}"
-            store.put(spec, multipart.single(spec, part_type, data))
+            writes.append((spec, multipart.single(spec, part_type, data), None))
         if self.profile.instance_p10:
             spec = keys.instance(s, se, i)
-            store.put(spec, multipart.single(spec, "application/dicom", inst.p10))
+            writes.append((spec, multipart.single(spec, "application/dicom", inst.p10), None))
         if self.profile.instance_thumbnails and inst.frames:
             from .thumbnail import decode_frame
 
             pixels = decode_frame(meta, inst.frames[0], inst.syntax.frame_syntax, inst.syntax.native)
-            store.put(keys.instance_thumbnail(s, se, i), [render(meta, pixels)])
+            writes.append((keys.instance_thumbnail(s, se, i), [render(meta, pixels)], None))
         text = encode_attributes(meta)
-        store.put(keys.instance_metadata(s, se, i), [gzip_bytes(b"[" + text + b"]")],
-                  meta={"sha256": inst.sha256, "profile": self.profile.name})
-        return Written(inst.path, s, se, i, inst.sha256, len(inst.frames), text, instance_row(meta),
-                       claimed)
+        writes.append((keys.instance_metadata(s, se, i), [gzip_bytes(b"[" + text + b"]")],
+                       {"sha256": inst.sha256, "profile": self.profile.name}))
+        return writes, meta, text
 
-    def metadata(self, inst: SourceInstance) -> JsonDict:
-        """The instance's WADO-RS metadata; large binary values become bulk data objects."""
+    def metadata(self, inst: SourceInstance, writes: list[Write] | None = None) -> JsonDict:
+        """The instance's WADO-RS metadata; large binary values become bulk data objects.
+
+        Their writes are added to ``writes`` (None: stored at once).
+        """
         s, se, i = inst.study, inst.series, inst.sop
         series_key = f"studies/{s}/series/{se}"
 
@@ -318,7 +372,11 @@ class InstanceWriter:
                 spec = keys.frame(s, se, i, 1, inst.syntax.media_type, inst.syntax.frame_syntax)
             else:
                 spec = keys.bulkdata(s, se, i, tag_path)
-                self.store.put(spec, multipart.single(spec, "application/octet-stream", data))
+                pieces = multipart.single(spec, "application/octet-stream", data)
+                if writes is None:
+                    self.store.put(spec, pieces)
+                else:
+                    writes.append((spec, pieces, None))
             return keys.bulkdata_uri(series_key, spec.key)
 
         meta = dataset_to_json(inst.dataset, bulk)
@@ -327,6 +385,28 @@ class InstanceWriter:
             meta["7FE00010"] = {"vr": vr, "BulkDataURI": bulk("7fe00010", inst.pixel_view)}
         meta["00020010"] = {"vr": "UI", "Value": [inst.syntax.uid]}
         return dict(sorted(meta.items()))
+
+
+#: Instances whose objects a writer thread may still be storing.
+WRITES_BEHIND = 8
+
+
+def convert_each(files: Iterable[Path], store: Store, profile: Profile) -> Iterator[Written | Rejected]:
+    """Convert ``files`` in turn in this process; each outcome once its objects are stored.
+
+    A writer thread stores each instance's objects while this thread
+    converts the next file: the writes' system calls and network waits
+    leave the GIL to it.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="sdw-write") as thread:
+        converter = InstanceWriter(store, profile, thread)
+        behind: deque[tuple[Written | Rejected, Future[None] | None]] = deque()
+        for path in files:
+            behind.append((converter(path), converter.pending))
+            while behind and (len(behind) > WRITES_BEHIND or _stored(behind[0][1])):
+                yield _after(*behind.popleft())
+        while behind:
+            yield _after(*behind.popleft())
 
 
 def _pool_init(store: Store, profile: Profile) -> None:
@@ -348,19 +428,31 @@ def _run(files: Sequence[Path], store: Store, profile: Profile,
          workers: int) -> Iterator[Written | Rejected]:
     """Each file converted whole by one of ``workers`` processes (one: this process), in any order.
 
-    Conversion is CPU work in Python (parsing, DICOM JSON, gzip) beside the
-    file system's, so processes are its one way to use more cores; each
-    writes its own files through its own store.
+    Conversion is CPU work in Python (parsing, DICOM JSON, gzip), so
+    processes are how it uses more cores; each converts whole files and
+    writes their objects through its own store.  One worker, this process,
+    leaves its writes to a thread (:func:`convert_each`), which the other
+    core runs; with a worker per core, such threads only trade the GIL
+    (docs/benchmarks.md), so a worker process writes each file's objects itself.
     """
     if workers <= 1 or len(files) < 2:
-        writer = InstanceWriter(store, profile)
-        for path in files:
-            yield writer(path)
+        yield from convert_each(files, store, profile)
         return
     ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers, initializer=_pool_init, initargs=(store, profile)) as pool:
         chunk = max(1, min(16, len(files) // (workers * 8)))
         yield from pool.imap_unordered(_pool_run, files, chunksize=chunk)
+
+
+def _stored(writes: Future[None] | None) -> bool:
+    return writes is None or writes.done()
+
+
+def _after(outcome: Written | Rejected, writes: Future[None] | None) -> Written | Rejected:
+    """``outcome`` once its writes are stored (raising the first that failed)."""
+    if writes is not None:
+        writes.result()
+    return outcome
 
 
 def convert_files(inputs: Iterable[str | Path], store: Store, *, profile: str | Profile = "default",
