@@ -6,8 +6,8 @@ missing) into a fresh folder, the whole CLI process from its first import:
 - cProfile, in a fresh interpreter, timed by the main thread's CPU time
   (``time.thread_time``: the other load of a shared machine, waits for a
   core or the disk, is left out); the main thread only: the writer
-  thread that stores each instance's objects is not in it.  Prints the top functions by cumulative and by own time, and the
-  phases below.
+  thread that stores each instance's objects is not in it.  Prints the
+  top functions by cumulative and by own time, and the phases below.
 - py-spy (``pip install py-spy``; not a requirement of the project), in a
   child process, every thread, waiting included (``--idle``): the phases
   as shares of the main thread's samples, and what the other threads do.
