@@ -17,6 +17,8 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink
 
+from .params import SiteParams
+
 #: the Airflow Variable that names the site's public base URL when the param is empty
 SITE_URL_VARIABLE = "dicomweb_site_url"
 #: where the plugin's FastAPI app is mounted in the api-server
@@ -27,7 +29,7 @@ REPORT_XCOM_KEY = "validation_report"
 
 def site_url(params: dict[str, Any]) -> str:
     """The site's public base URL without a trailing slash, or ``""`` when none is configured."""
-    url = str(params.get("site_url") or "")
+    url = SiteParams.of(params).site_url
     if not url:
         from airflow.sdk import Variable
 
