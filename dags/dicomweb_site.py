@@ -26,11 +26,11 @@ from airflow.sdk import CronDataIntervalTimetable, dag, task
 from static_dicomweb_airflow.assets import SITE
 from static_dicomweb_airflow.lineage import outlets_as_outputs
 from static_dicomweb_airflow.links import ValidationReportLink, ViewerLink
-from static_dicomweb_airflow.params import airflow_params
+from static_dicomweb_airflow.params import SiteParams, airflow_params
 from static_dicomweb_airflow.pools import SOURCE_POOL, WRITE_POOL
 
 # declared once, with their defaults and descriptions, in static_dicomweb_airflow.params
-PARAMS = airflow_params()
+PARAMS = airflow_params(SiteParams)
 RETRIES = {"retries": 3, "retry_delay": timedelta(seconds=10), "retry_exponential_backoff": True,
            "max_retry_delay": timedelta(minutes=10)}
 
